@@ -4,8 +4,15 @@ Small, flat and tested: each notebook develops an idea in its cells, and what la
 chapters reuse lives here.
 """
 
-from . import data
+from . import checkpoint, data, env, plot, results, train
+from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from .env import get_device, is_quick, pick, run_mode, seed_everything, setup
 from .results import report
+from .train import evaluate, fit, predict
 
-__all__ = ["data", "get_device", "is_quick", "pick", "report", "run_mode", "seed_everything", "setup"]
+__all__ = [
+    "checkpoint", "data", "env", "plot", "results", "train",
+    "checkpoint_path", "load_checkpoint", "save_checkpoint",
+    "get_device", "is_quick", "pick", "run_mode", "seed_everything", "setup",
+    "report", "evaluate", "fit", "predict",
+]

@@ -1,0 +1,84 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import helpers
+from helpers.data import TensorLoader
+
+
+def _problem(n=512, seed=0):
+    """Three well-separated Gaussian blobs in 2-D: learnable in a few epochs."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    centres = torch.tensor([[0.0, 3.0], [3.0, -2.0], [-3.0, -2.0]])
+    x = centres[y] + torch.randn(n, 2, generator=g)
+    return x, y
+
+
+def _model():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def test_fit_learns_and_history_is_consistent():
+    x, y = _problem()
+    train = TensorLoader(x[:384], y[:384], batch_size=32, shuffle=True)
+    val = TensorLoader(x[384:], y[384:], batch_size=64)
+    model = _model()
+    before = helpers.evaluate(model, val)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.2, total_steps=4 * len(train))
+    history = helpers.fit(model, train, opt, epochs=4, val_loader=val, scheduler=sched, grad_clip=1.0, progress=False)
+    assert set(history) == {"step", "epoch", "train_loss", "val_loss", "val_accuracy", "lr", "seconds"}
+    assert all(len(v) == 4 for v in history.values())
+    assert history["epoch"] == [1.0, 2.0, 3.0, 4.0] and history["step"] == [12, 24, 36, 48]
+    assert history["train_loss"][-1] < history["train_loss"][0] < before["loss"]
+    assert history["val_accuracy"][-1] > 0.95 and history["val_accuracy"][-1] > before["accuracy"]
+    assert all(b > a for a, b in zip(history["seconds"], history["seconds"][1:]))
+    assert history["lr"][-1] < 1e-3  # OneCycle ends near zero: the scheduler was stepped every batch
+    after = helpers.evaluate(model, val)
+    assert math.isclose(after["loss"], history["val_loss"][-1], rel_tol=1e-6)
+    assert model.training  # evaluate() restores the mode
+
+
+def test_fit_by_steps_with_an_endless_loader():
+    x, y = _problem()
+
+    def endless():
+        g = torch.Generator().manual_seed(1)
+        while True:
+            i = torch.randint(0, len(x), (32,), generator=g)
+            yield x[i], y[i]
+
+    model = _model()
+    history = helpers.fit(model, endless(), torch.optim.Adam(model.parameters(), 1e-2), steps=50,
+                          val_loader=TensorLoader(x, y, batch_size=128), eval_every=20, progress=False)
+    assert history["step"] == [20, 40, 50] and "epoch" not in history
+    assert history["val_accuracy"][-1] > 0.9
+
+
+def test_fit_needs_epochs_or_steps():
+    model = _model()
+    with pytest.raises(ValueError, match="exactly one"):
+        helpers.fit(model, [], torch.optim.SGD(model.parameters(), 0.1))
+
+
+def test_evaluate_and_predict_agree_with_a_manual_pass():
+    x, y = _problem(100)
+    model = _model()
+    loader = TensorLoader(x, y, batch_size=30)
+    outputs, targets = helpers.predict(model, loader)
+    with torch.no_grad():
+        logits = model(x)
+    assert torch.allclose(outputs, logits, atol=1e-6) and torch.equal(targets, y)
+    metrics = helpers.evaluate(model, loader)
+    assert math.isclose(metrics["loss"], nn.functional.cross_entropy(logits, y).item(), rel_tol=1e-5)
+    assert metrics["accuracy"] == (logits.argmax(1) == y).float().mean().item()
+
+
+def test_cross_entropy_handles_sequences():
+    logits, targets = torch.randn(2, 5, 7), torch.randint(0, 7, (2, 5))
+    expected = nn.functional.cross_entropy(logits.transpose(1, 2), targets)
+    assert torch.allclose(helpers.train.cross_entropy(logits, targets), expected)
