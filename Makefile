@@ -37,10 +37,11 @@ notebooks: $(STAMP)
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
 
-# Re-run every notebook in full mode, in place, to refresh the committed outputs.
+# Re-run every notebook in full mode, in place, to refresh the committed outputs
+# (without progress bars, which would be saved as stale widgets).
 execute: $(STAMP)
 	for nb in $(NOTEBOOKS); do \
-		COURSE_QUICK=0 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+		COURSE_QUICK=0 COURSE_PROGRESS=0 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 			--ExecutePreprocessor.timeout=-1 "$$nb" || exit 1; \
 	done
 	$(MAKE) results

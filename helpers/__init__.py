@@ -8,11 +8,11 @@ from . import checkpoint, data, env, plot, results, train
 from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from .env import get_device, is_quick, pick, run_mode, seed_everything, setup
 from .results import report
-from .train import evaluate, fit, predict
+from .train import evaluate, fit, predict, progress_bar
 
 __all__ = [
     "checkpoint", "data", "env", "plot", "results", "train",
     "checkpoint_path", "load_checkpoint", "save_checkpoint",
     "get_device", "is_quick", "pick", "run_mode", "seed_everything", "setup",
-    "report", "evaluate", "fit", "predict",
+    "report", "evaluate", "fit", "predict", "progress_bar",
 ]

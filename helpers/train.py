@@ -8,6 +8,7 @@ progress bar, and returns a history: one row per evaluation.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections import defaultdict
 from itertools import islice
@@ -15,6 +16,17 @@ from itertools import islice
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+
+def progress_bar(iterable=None, **kwargs):
+    """A tqdm progress bar (a widget in Jupyter) that ``COURSE_PROGRESS=0`` switches off.
+
+    Committed notebooks are executed with ``COURSE_PROGRESS=0`` so that their outputs hold no
+    stale progress widgets.
+    """
+    kwargs.setdefault("leave", False)
+    kwargs.setdefault("disable", os.environ.get("COURSE_PROGRESS", "1").strip() == "0")
+    return tqdm(iterable, **kwargs)
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, **kwargs) -> torch.Tensor:
@@ -89,7 +101,7 @@ def fit(model, train_loader, optimizer, *, epochs: int | None = None, steps: int
         loss_fn=cross_entropy, val_loader=None, scheduler=None, device=None,
         amp: bool | None = None, amp_dtype: torch.dtype | None = None, grad_clip: float | None = None,
         eval_every: int | None = None, eval_batches: int | None = None,
-        progress: bool = True, log_every: int = 25) -> dict[str, list]:
+        progress: bool | None = None, log_every: int = 25) -> dict[str, list]:
     """Train ``model`` and return its history.
 
     Give ``epochs`` (passes over ``train_loader``) or ``steps`` (optimiser steps; the loader is
@@ -122,7 +134,8 @@ def fit(model, train_loader, optimizer, *, epochs: int | None = None, steps: int
     running = torch.zeros((), device=device)
     running_count = 0
     train_seconds = 0.0
-    bar = tqdm(total=steps, disable=not progress, leave=False, desc="training")
+    bar_options = {} if progress is None else {"disable": not progress}
+    bar = progress_bar(total=steps, desc="training", **bar_options)
 
     def batches():
         while True:
@@ -146,7 +159,7 @@ def fit(model, train_loader, optimizer, *, epochs: int | None = None, steps: int
         running += loss.detach().float()
         running_count += 1
         bar.update(1)
-        if progress and step % log_every == 0:
+        if not bar.disable and step % log_every == 0:
             bar.set_postfix(loss=f"{running.item() / running_count:.4f}")
 
         if step % eval_every == 0 or step == steps:
