@@ -30,10 +30,11 @@ def plot_history(history: dict, title: str = "") -> plt.Figure:
 
 
 def image_grid(images: torch.Tensor, labels=None, predictions=None, classes=None,
-               ncols: int = 8, mean=None, std=None, size: float = 1.3) -> plt.Figure:
+               ncols: int = 8, mean=None, std=None, size: float = 1.3, notes=None) -> plt.Figure:
     """Images (N×C×H×W, uint8 or float) in a grid, titled with labels (and predictions, red when wrong).
 
-    ``mean``/``std`` undo a normalisation before display.
+    ``mean``/``std`` undo a normalisation before display. ``notes`` (optional, one string per
+    image) adds a line to each title, e.g. the model's confidence.
     """
     images = images.detach().cpu().float()
     if mean is not None:
@@ -43,7 +44,9 @@ def image_grid(images: torch.Tensor, labels=None, predictions=None, classes=None
     images = images.clamp(0, 1)
     n = len(images)
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows * 1.15), squeeze=False)
+    title_lines = sum(x is not None for x in (labels, predictions, notes))
+    height = size * nrows * (1 + 0.15 * max(1, title_lines))  # room for the titles above each row
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, height), squeeze=False)
     name = (lambda i: classes[i]) if classes is not None else str
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -58,6 +61,8 @@ def image_grid(images: torch.Tensor, labels=None, predictions=None, classes=None
             title = f"{title}\n→ {name(int(predictions[i]))}" if title else name(int(predictions[i]))
             if labels is not None and int(predictions[i]) != int(labels[i]):
                 colour = "red"
+        if notes is not None:
+            title = f"{title}\n{notes[i]}" if title else notes[i]
         ax.set_title(title, fontsize=8, color=colour)
     fig.tight_layout()
     return fig

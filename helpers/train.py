@@ -107,9 +107,10 @@ def fit(model, train_loader, optimizer, *, epochs: int | None = None, steps: int
     Give ``epochs`` (passes over ``train_loader``) or ``steps`` (optimiser steps; the loader is
     restarted as often as needed, so an endless iterator works too). ``scheduler`` is stepped after
     every optimiser step (OneCycleLR, cosine with warmup, ...). Evaluation on ``val_loader`` runs
-    after every epoch, or every ``eval_every`` steps in step mode, and at the end.
+    every ``eval_every`` steps (default: every epoch in epoch mode, only at the end in step mode;
+    half an epoch gives smoother curves) and always after the last step.
 
-    The history has one entry per evaluation: ``step``, ``epoch`` (fractional in step mode),
+    The history has one entry per evaluation: ``step``, ``epoch`` (fractional inside an epoch),
     ``train_loss`` (mean since the previous entry), ``val_loss``, ``val_accuracy``, ``lr`` and
     ``seconds`` (training time so far, evaluation excluded).
     """
@@ -121,7 +122,7 @@ def fit(model, train_loader, optimizer, *, epochs: int | None = None, steps: int
         if not steps_per_epoch:
             raise ValueError("fit(epochs=...) needs a loader with a length; use steps=... for an endless one.")
         steps = epochs * steps_per_epoch
-        eval_every = steps_per_epoch
+        eval_every = eval_every or steps_per_epoch
     eval_every = eval_every or steps
     use_amp = device.type == "cuda" if amp is None else amp
     if amp_dtype is None:

@@ -23,6 +23,15 @@ def test_image_grid_marks_mistakes_in_red():
     plt.close(fig)
 
 
+def test_image_grid_adds_notes_to_titles():
+    images = torch.rand(2, 1, 8, 8)
+    fig = plot.image_grid(images, labels=[0, 1], predictions=[1, 1], notes=["p=0.97", "p=0.60"], ncols=2)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["0\n→ 1\np=0.97", "1\n→ 1\np=0.60"]
+    fig = plot.image_grid(images, notes=["a", "b"], ncols=2)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["a", "b"]
+    plt.close("all")
+
+
 def test_confusion_matrix_counts_and_report():
     matrix = plot.confusion_matrix([0, 0, 1, 2], [0, 1, 1, 2], classes=["a", "b", "c"])
     assert matrix.tolist() == [[1, 1, 0], [0, 1, 0], [0, 0, 1]]

@@ -59,6 +59,17 @@ def test_fit_by_steps_with_an_endless_loader():
     assert history["val_accuracy"][-1] > 0.9
 
 
+def test_fit_evaluates_every_n_steps_in_epoch_mode_too():
+    x, y = _problem()
+    train = TensorLoader(x[:384], y[:384], batch_size=32)  # 12 batches per epoch
+    model = _model()
+    history = helpers.fit(model, train, torch.optim.SGD(model.parameters(), lr=0.1), epochs=2,
+                          val_loader=TensorLoader(x[384:], y[384:], batch_size=64), eval_every=5, progress=False)
+    assert history["step"] == [5, 10, 15, 20, 24]
+    assert history["epoch"] == [5 / 12, 10 / 12, 15 / 12, 20 / 12, 2.0]
+    assert len(history["val_accuracy"]) == 5
+
+
 def test_fit_needs_epochs_or_steps():
     model = _model()
     with pytest.raises(ValueError, match="exactly one"):
