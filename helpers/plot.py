@@ -53,7 +53,8 @@ def image_grid(images: torch.Tensor, labels=None, predictions=None, classes=None
         if i >= n:
             continue
         img = images[i].permute(1, 2, 0).numpy()
-        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None)
+        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
+                  interpolation="nearest")  # the real pixels, not a smoothed upscaling
         title, colour = "", "black"
         if labels is not None:
             title = name(int(labels[i]))
