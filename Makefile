@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 NBTEST := _build/nbtest
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: install book test unit notebooks lab execute results clean
+.PHONY: install book test unit lint notebooks lab execute results clean
 
 install: $(STAMP)
 
@@ -24,6 +24,8 @@ book: $(STAMP)
 test: unit notebooks book
 
 unit: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest tests
 
 # Quick mode on copies, so the committed full-run outputs stay untouched.

@@ -1,18 +1,70 @@
 """Course helpers for From Scratch to Fine-Tuning (从零开始大模型开发与微调).
 
-Small, flat and tested: each notebook develops an idea in its cells, and what later
-chapters reuse lives here.
+Small, flat and tested: each notebook develops an idea in its cells, and what later chapters
+reuse lives here, one job per module. Use them module-qualified, ``helpers.<module>.<name>``:
+
+=============  =====================================================================
+env            run mode (``COURSE_QUICK``), ``pick``, seeding, ``setup()``
+device         device choice (``COURSE_DEVICE``), ``describe_device``, ``sync``
+precision      the mixed-precision policy per device (bf16, fp16 + GradScaler, fp32)
+install        the installation check (``python -m helpers``)
+data           datasets: MNIST, Fashion-MNIST, CIFAR-10, Tiny Shakespeare
+loader         batches from tensors on the device; windows of a token stream
+augment        image normalisation and augmentation as batched tensor operations
+train          ``fit``, ``evaluate``, ``predict``, ``cross_entropy``, progress bars
+optim          parameter groups, the optimizer and schedule builder
+hand_optim     SGD and Adam written by hand (chapter 01)
+autograd       a scalar autograd engine in pure Python (chapter 01)
+models         ConvNet, the baseline CNN, the ResNet, flip TTA
+gpt            the GPT: attention, blocks, sampling, KV cache, loading
+tokenizer      text to ids and back
+recipes        training recipes: CIFAR-10 (chapter 03) and the character GPT (chapter 04)
+config         dataclass configs that reject unknown keys
+summary        a per-layer table of a model, parameter counts
+checkpoint     save atomically, load safely, resume exactly
+results        ``report()`` in notebooks and the README results table
+plot           curves, image grids, decision boundaries, confusion matrices
+=============  =====================================================================
+
+``import helpers`` is cheap: a submodule is imported on first use (``helpers.train`` loads
+torch; ``helpers.autograd`` loads nothing but the standard library).
 """
 
-from . import autograd, checkpoint, data, env, gpt, models, optim, plot, results, train, vision
-from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from .env import get_device, is_quick, pick, run_mode, seed_everything, setup
-from .results import report
-from .train import evaluate, fit, predict, progress_bar
+import importlib
 
-__all__ = [
-    "autograd", "checkpoint", "data", "env", "gpt", "models", "optim", "plot", "results", "train", "vision",
-    "checkpoint_path", "load_checkpoint", "save_checkpoint",
-    "get_device", "is_quick", "pick", "run_mode", "seed_everything", "setup",
-    "report", "evaluate", "fit", "predict", "progress_bar",
-]
+MODULES = (
+    "env",
+    "device",
+    "precision",
+    "install",
+    "data",
+    "loader",
+    "augment",
+    "train",
+    "optim",
+    "hand_optim",
+    "autograd",
+    "models",
+    "gpt",
+    "tokenizer",
+    "recipes",
+    "config",
+    "summary",
+    "checkpoint",
+    "results",
+    "plot",
+)
+__all__ = list(MODULES)
+
+
+def __getattr__(name: str):
+    if name in MODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(
+        f"module 'helpers' has no attribute {name!r}; its modules are {', '.join(MODULES)} "
+        f"(use helpers.<module>.<name>, e.g. helpers.train.fit)"
+    )
+
+
+def __dir__():
+    return sorted(list(globals()) + list(MODULES))

@@ -3,9 +3,11 @@
 
 import sys
 
-from .env import check_install
-from .results import main as results_main
-
 if sys.argv[1:2] == ["results"]:
-    sys.exit(results_main(sys.argv[2:]))
+    from .results import main
+
+    sys.exit(main(sys.argv[2:]))
+
+from .install import check_install
+
 sys.exit(0 if check_install() else 1)

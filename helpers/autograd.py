@@ -27,14 +27,16 @@ class Value:
 
     def __init__(self, data, _prev=(), _local_grads=(), _op="", label=""):
         if isinstance(data, Value) or not isinstance(data, numbers.Real) or isinstance(data, bool):
-            raise TypeError(f"Value holds one real number (int or float), got {type(data).__name__}; "
-                            "for a tensor, use torch.tensor(..., requires_grad=True) instead.")
+            raise TypeError(
+                f"Value holds one real number (int or float), got {type(data).__name__}; "
+                "for a tensor, use torch.tensor(..., requires_grad=True) instead."
+            )
         self.data = float(data)
-        self.grad = 0.0                        # d(output of the last backward) / d(this value)
-        self.label = label                     # a name for drawings and error messages
-        self._prev = tuple(_prev)              # the inputs of the operation that made this value
+        self.grad = 0.0  # d(output of the last backward) / d(this value)
+        self.label = label  # a name for drawings and error messages
+        self._prev = tuple(_prev)  # the inputs of the operation that made this value
         self._local_grads = tuple(_local_grads)  # d(this value) / d(each input), same order
-        self._op = _op                         # the operation's name, for drawings
+        self._op = _op  # the operation's name, for drawings
 
     def __repr__(self) -> str:
         name = f"{self.label}: " if self.label else ""
@@ -80,14 +82,18 @@ class Value:
 
     def __pow__(self, exponent):
         if isinstance(exponent, Value):
-            raise TypeError("Value ** Value is not supported: the exponent must be a plain number. "
-                            "For a learnable exponent b, write (b * a.log()).exp().")
+            raise TypeError(
+                "Value ** Value is not supported: the exponent must be a plain number. "
+                "For a learnable exponent b, write (b * a.log()).exp()."
+            )
         if not isinstance(exponent, numbers.Real) or isinstance(exponent, bool):
             return NotImplemented
         k = float(exponent)
         a = self.data
         if a < 0 and not k.is_integer():
-            raise ValueError(f"({a:g}) ** {k:g} is not a real number: use a positive base or an integer exponent")
+            raise ValueError(
+                f"({a:g}) ** {k:g} is not a real number: use a positive base or an integer exponent"
+            )
         if a == 0 and 0 < k < 1:
             raise ZeroDivisionError(f"0 ** {k:g} has no finite derivative")
         local = 0.0 if k == 0 else k * a ** (k - 1)
@@ -181,7 +187,7 @@ class Value:
 
 
 class Module:
-    """Something with parameters: ``parameters()`` lists them, ``zero_grad()`` resets their grads."""
+    """Has parameters: ``parameters()`` lists them, ``zero_grad()`` resets their gradients."""
 
     def parameters(self) -> list[Value]:
         return []
@@ -248,8 +254,10 @@ class MLP(Module):
         if not nouts:
             raise ValueError("an MLP needs at least one layer: pass nouts=[...], e.g. [16, 16, 1]")
         sizes = [nin] + list(nouts)
-        self.layers = [Layer(sizes[i], sizes[i + 1], nonlin=i < len(nouts) - 1, rng=rng)
-                       for i in range(len(nouts))]
+        self.layers = [
+            Layer(sizes[i], sizes[i + 1], nonlin=i < len(nouts) - 1, rng=rng)
+            for i in range(len(nouts))
+        ]
 
     def __call__(self, x):
         for layer in self.layers:

@@ -35,8 +35,17 @@ def _rng_state() -> dict:
     return state
 
 
-def save_checkpoint(path, model, optimizer=None, scheduler=None, scaler=None, *,
-                    epoch: int | None = None, config: dict | None = None, **extra) -> Path:
+def save_checkpoint(
+    path,
+    model,
+    optimizer=None,
+    scheduler=None,
+    scaler=None,
+    *,
+    epoch: int | None = None,
+    config: dict | None = None,
+    **extra,
+) -> Path:
     """Write a checkpoint atomically: to a temporary file first, then renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,8 +70,16 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, scaler=None, *,
     return path
 
 
-def load_checkpoint(path, model=None, optimizer=None, scheduler=None, scaler=None, *,
-                    map_location="cpu", restore_rng: bool = False) -> dict:
+def load_checkpoint(
+    path,
+    model=None,
+    optimizer=None,
+    scheduler=None,
+    scaler=None,
+    *,
+    map_location="cpu",
+    restore_rng: bool = False,
+) -> dict:
     """Load a checkpoint into the given objects and return the whole dict.
 
     ``restore_rng=True`` also restores the random-number generators, for an exact resume.
@@ -77,12 +94,20 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None, scaler=Non
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:
         raise ValueError(
-            f"{path} is damaged or is not a checkpoint ({type(error).__name__}: {str(error)[:200]}). "
+            f"{path} is damaged or is not a checkpoint "
+            f"({type(error).__name__}: {str(error)[:200]}). "
             "Delete it and run the chapter that writes it again."
         ) from None
     if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{path} is not a checkpoint written by save_checkpoint() (no 'model' entry).")
-    parts = [("model", model), ("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)]
+        raise ValueError(
+            f"{path} is not a checkpoint written by save_checkpoint() (no 'model' entry)."
+        )
+    parts = [
+        ("model", model),
+        ("optimizer", optimizer),
+        ("scheduler", scheduler),
+        ("scaler", scaler),
+    ]
     for key, target in parts:
         if target is None:
             continue

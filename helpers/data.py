@@ -21,7 +21,16 @@ DATA_VAR = "COURSE_DATA_DIR"
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "scratch2finetune" / "data"
 
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -55,8 +64,10 @@ def _missing(what: str, files: list[Path], source: str, error: Exception) -> Fil
 # --------------------------------------------------------------------------- MNIST family
 
 _IDX_FILES = [
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
 ]
 
 
@@ -72,7 +83,9 @@ def _torchvision_digits(cls, train: bool, transform=None):
         try:
             _download_torchvision(cls, root)
         except Exception as error:  # offline, blocked, read-only: all need the same advice
-            raise _missing(cls.__name__, [raw / n for n in _IDX_FILES], "its mirrors", error) from None
+            raise _missing(
+                cls.__name__, [raw / n for n in _IDX_FILES], "its mirrors", error
+            ) from None
     return cls(root=str(root), train=train, download=False, transform=transform)
 
 
@@ -124,7 +137,9 @@ def _read_image_folder(folder: Path) -> tuple[np.ndarray, list[int]]:
         )
     paths, targets = [], []
     for label, name in enumerate(CIFAR10_CLASSES):
-        files = sorted(p for p in (folder / name).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        files = sorted(
+            p for p in (folder / name).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")
+        )
         paths += files
         targets += [label] * len(files)
     return np.stack([_decode(p) for p in paths]), targets
@@ -143,17 +158,23 @@ def cifar10(train: bool = True, transform=None, verbose: bool = True):
     folder = root / "cifar10" / split
     if not archive.is_dir() and folder.is_dir():
         data, targets = _read_image_folder(folder)
-        dataset = ImageArrayDataset(data, targets, CIFAR10_CLASSES, transform, f"image folder {folder}")
+        dataset = ImageArrayDataset(
+            data, targets, CIFAR10_CLASSES, transform, f"image folder {folder}"
+        )
     else:
         if not archive.is_dir():
             try:
                 _download_torchvision(torchvision.datasets.CIFAR10, root)
             except Exception as error:
                 raise _missing(
-                    "CIFAR-10", [archive / "data_batch_1", folder / "<class>/*.jpg"],
-                    "https://www.cs.toronto.edu/~kriz/", error,
+                    "CIFAR-10",
+                    [archive / "data_batch_1", folder / "<class>/*.jpg"],
+                    "https://www.cs.toronto.edu/~kriz/",
+                    error,
                 ) from None
-        dataset = torchvision.datasets.CIFAR10(str(root), train=train, download=False, transform=transform)
+        dataset = torchvision.datasets.CIFAR10(
+            str(root), train=train, download=False, transform=transform
+        )
         dataset.source = f"standard archive {archive}"
     if verbose:
         print(f"CIFAR-10 {split}: {len(dataset)} images from the {dataset.source}")
@@ -201,10 +222,12 @@ def fetch_checked(url: str, path: Path, expected_sha256: str, what: str) -> Path
 def tiny_shakespeare() -> str:
     """The Tiny Shakespeare text (1,115,394 characters), downloaded once and checked."""
     path = data_dir() / "tinyshakespeare" / "input.txt"
-    return fetch_checked(SHAKESPEARE_URL, path, SHAKESPEARE_SHA256, "Tiny Shakespeare").read_text(encoding="utf-8")
+    return fetch_checked(SHAKESPEARE_URL, path, SHAKESPEARE_SHA256, "Tiny Shakespeare").read_text(
+        encoding="utf-8"
+    )
 
 
-# --------------------------------------------------------------------------- tensors on the device
+# --------------------------------------------------------------------------- tensors
 
 
 def as_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,38 +238,3 @@ def as_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
     else:  # N×H×W×C colour images
         images = images.permute(0, 3, 1, 2).contiguous()
     return images, torch.as_tensor(np.asarray(dataset.targets), dtype=torch.long)
-
-
-class TensorLoader:
-    """Batches from tensors that already sit on the device: indexing, no per-sample Python.
-
-    ``transform`` (optional) maps a batch of inputs to a batch of inputs, e.g. normalisation
-    and augmentation on the device.
-    """
-
-    def __init__(self, *tensors: torch.Tensor, batch_size: int, shuffle: bool = False,
-                 drop_last: bool = False, transform=None, generator: torch.Generator | None = None):
-        if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
-            raise ValueError("TensorLoader needs one or more tensors of the same length.")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-        self.tensors, self.batch_size, self.shuffle = tensors, batch_size, shuffle
-        self.drop_last, self.transform, self.generator = drop_last, transform, generator
-
-    def __len__(self) -> int:
-        n = len(self.tensors[0])
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
-
-    def __iter__(self):
-        n = len(self.tensors[0])
-        device = self.tensors[0].device
-        if self.shuffle:
-            order = torch.randperm(n, generator=self.generator).to(device)
-        else:
-            order = torch.arange(n, device=device)
-        for i in range(len(self)):
-            index = order[i * self.batch_size:(i + 1) * self.batch_size]
-            batch = [t[index] for t in self.tensors]
-            if self.transform is not None:
-                batch[0] = self.transform(batch[0])
-            yield tuple(batch)

@@ -1,70 +1,29 @@
-"""A small GPT for characters: tokenizer, causal self-attention, the block, the model, its recipe.
+"""A small GPT: causal self-attention, the transformer block, the model, and sampling.
 
 Chapter 04 builds every piece from the formulas and checks it against PyTorch's own modules;
-chapter 05 loads the trained model with :func:`load_gpt`. The attention uses
+later chapters load the trained model with :func:`load_gpt`. The attention uses
 ``F.scaled_dot_product_attention`` (fused kernels); ``generate`` samples with temperature and
 top-k, optionally with a KV cache that gives the same tokens as recomputing everything.
+The tokenizer lives in :mod:`helpers.tokenizer`, the training recipe in :mod:`helpers.recipes`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-# --------------------------------------------------------------------------- tokenizer
-
-
-class CharTokenizer:
-    """One token per character: ``encode`` maps text to ids, ``decode`` maps ids back."""
-
-    def __init__(self, chars):
-        chars = "".join(chars)
-        if not chars or len(set(chars)) != len(chars):
-            raise ValueError("CharTokenizer needs a non-empty string of distinct characters; "
-                             "use CharTokenizer.from_text(text) to build one from a text.")
-        self.chars = chars
-        self.stoi = {c: i for i, c in enumerate(chars)}
-
-    @classmethod
-    def from_text(cls, text: str) -> "CharTokenizer":
-        """The vocabulary is every character of ``text``, sorted."""
-        return cls(sorted(set(text)))
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.chars)
-
-    def encode(self, text: str) -> list[int]:
-        try:
-            return [self.stoi[c] for c in text]
-        except KeyError:
-            unknown = sorted(set(text) - self.stoi.keys())
-            raise ValueError(
-                f"characters {unknown} are not in this tokenizer's vocabulary of {self.vocab_size} "
-                "characters; remove them from the text, or build the tokenizer from a text that "
-                "contains them (CharTokenizer.from_text)."
-            ) from None
-
-    def decode(self, ids) -> str:
-        ids = ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
-        if any(not 0 <= i < self.vocab_size for i in ids):
-            bad = sorted({i for i in ids if not 0 <= i < self.vocab_size})
-            raise ValueError(f"ids {bad[:10]} are outside the vocabulary (0 to {self.vocab_size - 1}).")
-        return "".join(self.chars[i] for i in ids)
-
-    def __repr__(self) -> str:
-        return f"CharTokenizer(vocab_size={self.vocab_size})"
-
+from .config import Config
+from .tokenizer import CharTokenizer
 
 # --------------------------------------------------------------------------- model
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(Config):
     """The shape of a GPT; ``to_dict``/``from_dict`` round-trip it through a checkpoint."""
 
     vocab_size: int
@@ -77,21 +36,12 @@ class GPTConfig:
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head} "
-                             "(each head gets n_embd // n_head dimensions).")
+            raise ValueError(
+                f"n_embd={self.n_embd} must be divisible by n_head={self.n_head} "
+                "(each head gets n_embd // n_head dimensions)."
+            )
         if min(self.vocab_size, self.block_size, self.n_layer, self.n_head) < 1:
             raise ValueError(f"every size in {self} must be at least 1.")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, config: dict) -> "GPTConfig":
-        unknown = set(config) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown GPTConfig keys {sorted(unknown)}; "
-                             f"known: {[f.name for f in fields(cls)]}.")
-        return cls(**config)
 
 
 class LayerCache:
@@ -146,7 +96,11 @@ class CausalSelfAttention(nn.Module):
         if past and T > 1:  # new queries sit at positions past..past+T-1: a shifted triangle
             mask = torch.ones(T, T + past, dtype=torch.bool, device=x.device).tril(diagonal=past)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=(past == 0 and T > 1),
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=(past == 0 and T > 1),
             dropout_p=self.dropout if self.training else 0.0,
         )
         y = y.transpose(1, 2).reshape(B, T, C)  # concatenate the heads
@@ -198,7 +152,8 @@ class GPT(nn.Module):
         self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
-            Block(config.n_embd, config.n_head, config.dropout, config.bias) for _ in range(config.n_layer)
+            Block(config.n_embd, config.n_head, config.dropout, config.bias)
+            for _ in range(config.n_layer)
         )
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -210,12 +165,14 @@ class GPT(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits (B, T, vocab) for token ids (B, T). With a cache, ``idx`` holds only the new tokens."""
+        """Logits (B, T, vocab) for ids (B, T); with a cache, ``idx`` holds only the new tokens."""
         B, T = idx.shape
         start = len(cache) if cache is not None else 0
         if start + T > self.config.block_size:
-            raise ValueError(f"{start + T} positions do not fit the context of {self.config.block_size}; "
-                             "crop the input to its last block_size tokens (generate() does).")
+            raise ValueError(
+                f"{start + T} positions do not fit the context of {self.config.block_size}; "
+                "crop the input to its last block_size tokens (generate() does)."
+            )
         pos = torch.arange(start, start + T, device=idx.device)
         x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
         for i, block in enumerate(self.blocks):
@@ -223,9 +180,15 @@ class GPT(nn.Module):
         return self.head(self.ln_f(x))
 
     @torch.inference_mode()
-    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, use_cache: bool = True,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Append ``max_new_tokens`` sampled tokens to ``idx`` (B, T) and return the whole sequence.
 
         ``temperature`` divides the logits (0 means greedy: always the most likely token);
@@ -244,7 +207,7 @@ class GPT(nn.Module):
         cache = KVCache(self.config.n_layer) if use_cache else None
         for _ in range(max_new_tokens):
             if cache is not None and idx.shape[1] <= block:
-                logits = self(idx[:, len(cache):], cache)  # only the positions not yet cached
+                logits = self(idx[:, len(cache) :], cache)  # only the positions not yet cached
             else:
                 logits = self(idx[:, -block:])
             idx_next = sample_next(logits[:, -1, :], temperature, top_k, generator)
@@ -253,9 +216,13 @@ class GPT(nn.Module):
         return idx
 
 
-def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """One token id per row of ``logits`` (B, vocab): softmax(logits / temperature) over the top k."""
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """One token id per row of ``logits`` (B, vocab): softmax(logits / temperature), top k."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits.float() / temperature
@@ -279,104 +246,19 @@ def init_gpt_weights(model: GPT) -> None:
         nn.init.normal_(block.mlp.proj.weight, mean=0.0, std=residual_std)
 
 
-# --------------------------------------------------------------------------- training recipe
-
-
-def random_windows(data: torch.Tensor, block_size: int, batch_size: int,
-                   generator: torch.Generator | None = None):
-    """Endless batches ``(x, y)`` of random windows from a 1-D token tensor; y is x shifted by one."""
-    if len(data) <= block_size:
-        raise ValueError(f"the data ({len(data)} tokens) must be longer than block_size={block_size}.")
-    windows = data.unfold(0, block_size + 1, 1)  # a view: every window of block_size + 1 tokens
-    while True:
-        starts = torch.randint(len(windows), (batch_size,), generator=generator).to(data.device)
-        chunk = windows[starts]
-        yield chunk[:, :-1], chunk[:, 1:]
-
-
-def split_windows(data: torch.Tensor, block_size: int, every: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """Non-overlapping windows ``(x, y)`` covering a whole 1-D token tensor (every ``every``-th one kept).
-
-    Evaluating on all of them scores every token of a validation text once, each with the context
-    it has inside its window, like training windows do on average.
-    """
-    n = (len(data) - 1) // block_size
-    if n < 1:
-        raise ValueError(f"the data ({len(data)} tokens) must be longer than block_size={block_size}.")
-    x = data[:n * block_size].view(n, block_size)[::every]
-    y = data[1:n * block_size + 1].view(n, block_size)[::every]
-    return x, y
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on matrices (2-D and up), none on biases and LayerNorm gains."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
-                  min_lr_ratio: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup from 0 to the base learning rate, then a cosine down to ``min_lr_ratio`` of it."""
-    if not 0 <= warmup_steps < total_steps:
-        raise ValueError(f"need 0 <= warmup_steps < total_steps, got {warmup_steps} and {total_steps}.")
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-# The chapter's two recipes. "cpu": what 5 minutes on 2 CPU cores can do (also used on MPS);
-# "gpu": nanoGPT's Shakespeare-character recipe (config/train_shakespeare_char.py).
-RECIPES = {
-    "cpu": dict(n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0, batch_size=64,
-                lr=3e-3, min_lr_ratio=0.1, warmup_steps=100, steps=1000, weight_decay=0.1,
-                betas=(0.9, 0.99), grad_clip=1.0),
-    "gpu": dict(n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2, batch_size=64,
-                lr=1e-3, min_lr_ratio=0.1, warmup_steps=100, steps=5000, weight_decay=0.1,
-                betas=(0.9, 0.99), grad_clip=1.0, bias=False),
-}
-
-
-def recipe_for(device: torch.device) -> dict:
-    """A copy of the recipe for ``device``: "gpu" on CUDA, "cpu" elsewhere (CPU, Apple MPS)."""
-    name = "gpu" if torch.device(device).type == "cuda" else "cpu"
-    return {"name": name, **RECIPES[name]}
-
-
-def model_config(recipe: dict, vocab_size: int) -> GPTConfig:
-    """The :class:`GPTConfig` part of a recipe."""
-    keys = {f.name for f in fields(GPTConfig)} - {"vocab_size"}
-    return GPTConfig(vocab_size=vocab_size, **{k: v for k, v in recipe.items() if k in keys})
-
-
-def make_optimizer(model: nn.Module, recipe: dict, total_steps: int | None = None):
-    """AdamW (fused on CUDA) with decay on matrices only, and the warmup + cosine schedule."""
-    fused = {"fused": True} if next(model.parameters()).device.type == "cuda" else {}
-    optimizer = torch.optim.AdamW(param_groups(model, recipe["weight_decay"]), lr=recipe["lr"],
-                                  betas=recipe["betas"], **fused)
-    total = total_steps or recipe["steps"]
-    scheduler = warmup_cosine(optimizer, min(recipe["warmup_steps"], total // 10), total, recipe["min_lr_ratio"])
-    return optimizer, scheduler
-
-
 # --------------------------------------------------------------------------- checkpoints
 
 
 def load_gpt(path, device="cpu") -> tuple[GPT, CharTokenizer, dict]:
-    """A GPT saved by chapter 04 (weights, config, tokenizer), in eval mode; also the whole checkpoint."""
+    """A GPT saved by chapter 04, in eval mode, its tokenizer, and the whole checkpoint."""
     from .checkpoint import load_checkpoint
 
     state = load_checkpoint(path, map_location=device)
     if "tokenizer" not in state or not state.get("config"):
-        raise ValueError(f"{path} holds no GPT config and tokenizer; it was not written by chapter 04. "
-                         "Run notebooks/04_transformer_from_scratch.ipynb to create it.")
+        raise ValueError(
+            f"{path} holds no GPT config and tokenizer; it was not written by chapter 04. "
+            "Run notebooks/04_transformer_from_scratch.ipynb to create it."
+        )
     model = GPT(GPTConfig.from_dict(state["config"])).to(device)
     model.load_state_dict(state["model"])
     return model.eval(), CharTokenizer(state["tokenizer"]), state

@@ -1,8 +1,12 @@
-"""Models that later chapters reuse, and a per-layer shape/parameter table to inspect any model.
+"""The networks later chapters reuse.
 
-``layer_table(model, (1, 28, 28))`` runs one example batch through ``model`` with forward hooks
-and prints, for every leaf layer, its output shape, its parameters and its multiply-adds.
-``ConvNet`` is the compact CNN of chapter 02 (MNIST); its ``config`` rebuilds it.
+- :class:`ConvNet`: the compact CNN of chapter 02 (MNIST); its ``config`` rebuilds it;
+- :func:`baseline_cnn`: the plain three-convolution network most tutorials show (chapter 03);
+- :class:`ResNet`: a small residual network in the style of airbench (Keller Jordan) and
+  ResNet-9 (David Page), with a patch-whitening first layer (:func:`whitening_weights`);
+- :class:`FlipTTA`: test-time augmentation that averages the logits of an image and its mirror.
+
+The GPT lives in :mod:`helpers.gpt`; the recipes that train these in :mod:`helpers.recipes`.
 """
 
 from __future__ import annotations
@@ -10,115 +14,26 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-
-def _shape(value) -> tuple | str:
-    if isinstance(value, torch.Tensor):
-        return tuple(value.shape[1:])  # per example: the batch dimension is left out
-    if isinstance(value, (tuple, list)) and value:
-        return _shape(value[0])
-    return "?"
+from .augment import check_images
 
 
-def _mult_adds(module: nn.Module, output: torch.Tensor) -> int:
-    """Multiply-adds of one example through a convolution or a linear layer (others: 0)."""
-    if isinstance(module, nn.Conv2d) and isinstance(output, torch.Tensor):
-        kh, kw = module.kernel_size
-        return output[0].numel() * (module.in_channels // module.groups) * kh * kw
-    if isinstance(module, nn.Linear) and isinstance(output, torch.Tensor):
-        return output[0].numel() * module.in_features
-    return 0
-
-
-def layer_table(model: nn.Module, input_shape, batch_size: int = 2, dtype: torch.dtype = torch.float32,
-                show: bool = True) -> list[dict]:
-    """Shapes, parameters and multiply-adds of every leaf layer for one forward pass.
-
-    ``input_shape`` is the shape of one example without the batch dimension, e.g. ``(1, 28, 28)``
-    (or a ready example batch as a tensor). The model runs in eval mode under
-    ``torch.inference_mode()``, so BatchNorm statistics are not touched. Shapes in the table leave
-    out the batch dimension. When the forward pass fails, the table up to the failing layer is
-    printed with that layer's input shape, then the error is raised again.
-
-    Returns one dict per layer call: ``name``, ``type``, ``input_shape``, ``output_shape``,
-    ``params`` (the layer's own parameters) and ``mult_adds`` (per example).
-    """
-    if isinstance(input_shape, torch.Tensor):
-        example = input_shape
-    else:
-        shape = tuple(input_shape)
-        if not shape or not all(isinstance(s, int) and s > 0 for s in shape):
-            raise ValueError(f"input_shape should be the shape of one example, such as (1, 28, 28); got {input_shape!r}.")
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-        if dtype.is_floating_point:
-            example = torch.randn(batch_size, *shape, dtype=dtype, device=device)
-        else:
-            example = torch.zeros(batch_size, *shape, dtype=dtype, device=device)
-
-    rows: list[dict] = []
-    entered: list[tuple[str, nn.Module, tuple]] = []
-    names = {module: name or "(model)" for name, module in model.named_modules()}
-
-    def pre_hook(module, args):
-        entered.append((names[module], module, _shape(args)))
-
-    def hook(module, args, output):
-        rows.append({
-            "name": names[module], "type": type(module).__name__, "input_shape": _shape(args),
-            "output_shape": _shape(output), "params": sum(p.numel() for p in module.parameters(recurse=False)),
-            "mult_adds": _mult_adds(module, output),
-        })
-
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_pre_hook(pre_hook) for m in leaves]
-    handles += [m.register_forward_hook(hook) for m in leaves]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            model(example)
-    except Exception:
-        if show:
-            print(format_table(rows, model, example))
-            if len(entered) > len(rows):
-                name, module, shape = entered[len(rows)]
-                print(f"FAILED in layer {name!r} ({module}) with input shape {shape} (per example)")
-        raise
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    if show:
-        print(format_table(rows, model, example))
-    return rows
-
-
-def format_table(rows: list[dict], model: nn.Module | None = None, example: torch.Tensor | None = None) -> str:
-    """The text table that :func:`layer_table` prints."""
-    head = ("layer", "type", "output shape", "params", "mult-adds")
-    body = [(r["name"], r["type"], str(r["output_shape"]), f"{r['params']:,}", f"{r['mult_adds']:,}") for r in rows]
-    if example is not None:
-        body.insert(0, ("(input)", "", str(_shape(example)), "", ""))
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-    align = ["<", "<", "<", ">", ">"]
-
-    def line(cells):
-        return "  ".join(f"{c:{a}{w}}" for c, a, w in zip(cells, align, widths)).rstrip()
-
-    out = [line(head), line(["-" * w for w in widths])] + [line(b) for b in body]
-    total_rows = sum(r["params"] for r in rows)
-    total = sum(p.numel() for p in model.parameters()) if model is not None else total_rows
-    out.append(f"total: {total:,} parameters, {sum(r['mult_adds'] for r in rows):,} mult-adds per example")
-    if total != total_rows:
-        out.append(f"(the layers that ran hold {total_rows:,} of them)")
-    return "\n".join(out)
+def conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    """conv 3×3 (padding 1, no bias: BatchNorm adds one) → BatchNorm → ReLU → max-pool 2×2."""
+    layers = OrderedDict(
+        conv=nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+        bn=nn.BatchNorm2d(c_out),
+        relu=nn.ReLU(inplace=True),
+        pool=nn.MaxPool2d(2),
+    )
+    return nn.Sequential(layers)
 
 
 class ConvNet(nn.Sequential):
-    """A compact CNN: ``len(channels)`` blocks of conv 3×3 (padding 1) → BatchNorm → ReLU → max-pool 2×2,
-    then flatten and a linear classifier (with an optional hidden layer and dropout).
+    """A compact CNN: ``len(channels)`` blocks of conv 3×3 (padding 1) → BatchNorm → ReLU →
+    max-pool 2×2, then flatten and a linear classifier (with an optional hidden layer and dropout).
 
     Each block keeps the height and width (padding 1), then the pooling halves them, rounding
     down: 28 → 14 → 7 → 3 for three blocks. The flatten size is ``channels[-1] * side * side``.
@@ -126,25 +41,28 @@ class ConvNet(nn.Sequential):
     other classes. ``ConvNet(**model.config)`` rebuilds the same architecture.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, channels=(16, 32, 64),
-                 image_size: int = 28, hidden: int = 0, dropout: float = 0.0):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        channels=(16, 32, 64),
+        image_size: int = 28,
+        hidden: int = 0,
+        dropout: float = 0.0,
+    ):
         channels = tuple(int(c) for c in channels)
         side = image_size
         for _ in channels:
             side //= 2
         if not channels or side < 1:
             raise ValueError(
-                f"{len(channels)} blocks each halve the image: {image_size}x{image_size} would shrink to "
-                f"nothing; use fewer blocks (channels) or larger images."
+                f"{len(channels)} blocks each halve the image: {image_size}x{image_size} would "
+                f"shrink to nothing; use fewer blocks (channels) or larger images."
             )
-        blocks = []
-        for i, (c_in, c_out) in enumerate(zip((in_channels,) + channels[:-1], channels), start=1):
-            blocks.append((f"block{i}", nn.Sequential(OrderedDict(
-                conv=nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),  # BatchNorm adds the bias
-                bn=nn.BatchNorm2d(c_out),
-                relu=nn.ReLU(inplace=True),
-                pool=nn.MaxPool2d(2),
-            ))))
+        widths = zip((in_channels,) + channels[:-1], channels)
+        blocks = [
+            (f"block{i}", conv_block(c_in, c_out)) for i, (c_in, c_out) in enumerate(widths, 1)
+        ]
         features = channels[-1] * side * side
         head = [("flatten", nn.Flatten())]
         if hidden:
@@ -153,6 +71,148 @@ class ConvNet(nn.Sequential):
             head.append(("dropout", nn.Dropout(dropout)))
         head.append(("fc", nn.Linear(hidden or features, num_classes)))
         super().__init__(OrderedDict(blocks + [("head", nn.Sequential(OrderedDict(head)))]))
-        self.config = {"in_channels": in_channels, "num_classes": num_classes, "channels": list(channels),
-                       "image_size": image_size, "hidden": hidden, "dropout": dropout}
+        self.config = {
+            "in_channels": in_channels,
+            "num_classes": num_classes,
+            "channels": list(channels),
+            "image_size": image_size,
+            "hidden": hidden,
+            "dropout": dropout,
+        }
         self.feature_size = features
+
+
+def baseline_cnn(num_classes: int = 10) -> nn.Sequential:
+    """The plain three-conv network of most tutorials: conv-ReLU-pool three times, two linears."""
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(64 * 4 * 4, 64),
+        nn.ReLU(),
+        nn.Linear(64, num_classes),
+    )
+
+
+def whitening_weights(
+    images: torch.Tensor, kernel_size: int = 2, eps: float = 5e-4
+) -> torch.Tensor:
+    """Weights of a conv layer that whitens ``kernel_size``² patches (PCA whitening, as airbench).
+
+    ``images`` are normalised float images (N×C×H×W). The covariance of all their patches has
+    eigenvectors ``v_k`` and eigenvalues ``λ_k`` (largest first); filter ``k`` is
+    ``v_k / sqrt(λ_k + eps)``, so the
+    layer's outputs are uncorrelated with unit variance. Each filter also comes with its negative
+    (so a following ReLU/GELU loses nothing): ``2·C·k²`` filters in all.
+    """
+    check_images(images)
+    c = images.shape[1]
+    patches = images.float().unfold(2, kernel_size, 1).unfold(3, kernel_size, 1)  # N×C×H'×W'×k×k
+    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * kernel_size**2)
+    covariance = patches.T @ patches / len(patches)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)
+    eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)  # largest variance first
+    filters = (eigenvectors.T / torch.sqrt(eigenvalues.clamp_min(0) + eps)[:, None]).reshape(
+        -1, c, kernel_size, kernel_size
+    )
+    return torch.cat([filters, -filters])
+
+
+class ConvGroup(nn.Module):
+    """conv → max-pool → BN → GELU, then a second conv → BN → GELU, added back when ``residual``."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, residual: bool = True, batchnorm: bool = True
+    ):
+        super().__init__()
+        norm = nn.BatchNorm2d if batchnorm else (lambda c: nn.Identity())
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=not batchnorm)
+        self.pool = nn.MaxPool2d(2)
+        self.norm1 = norm(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=not batchnorm)
+        self.norm2 = norm(out_channels)
+        self.act = nn.GELU()
+        self.residual = residual
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.norm1(self.pool(self.conv1(x))))
+        y = self.act(self.norm2(self.conv2(x)))
+        return x + y if self.residual else y
+
+
+class ResNet(nn.Module):
+    """A small residual network for 32×32 images, after airbench94 (and ResNet-9).
+
+    ``stem`` (a 2×2 convolution with ``2·3·2² = 24`` filters, set by :meth:`whiten` from data) →
+    three :class:`ConvGroup` of ``widths`` channels, each halving the resolution (31 → 15 → 7 → 3)
+    → global max-pool → a linear layer, whose logits are multiplied by ``scale``.
+    ``features(x)`` returns the pooled feature vector (``widths[-1]`` numbers) for fine-tuning.
+    airbench94 uses ``widths=(64, 256, 256)``.
+    """
+
+    def __init__(
+        self,
+        widths=(64, 256, 256),
+        num_classes: int = 10,
+        residual: bool = True,
+        batchnorm: bool = True,
+        scale: float = 1 / 9,
+    ):
+        super().__init__()
+        widths = tuple(int(w) for w in widths)
+        if len(widths) != 3 or min(widths) < 1:
+            raise ValueError(
+                f"widths should be three positive channel counts such as (64, 256, 256), "
+                f"got {widths}."
+            )
+        self.config = {
+            "widths": list(widths),
+            "num_classes": num_classes,
+            "residual": residual,
+            "batchnorm": batchnorm,
+            "scale": scale,
+        }
+        self.stem = nn.Conv2d(3, 24, kernel_size=2, padding=0, bias=True)
+        self.groups = nn.Sequential(
+            ConvGroup(24, widths[0], residual, batchnorm),
+            ConvGroup(widths[0], widths[1], residual, batchnorm),
+            ConvGroup(widths[1], widths[2], residual, batchnorm),
+        )
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.head = nn.Linear(widths[2], num_classes, bias=False)
+        self.scale = scale
+
+    @torch.no_grad()
+    def whiten(self, images: torch.Tensor, freeze: bool = True) -> "ResNet":
+        """Set the stem to whiten 2×2 patches of ``images`` (normalised training images).
+
+        ``freeze=True`` keeps the stem's weights fixed during training (its bias still learns).
+        """
+        self.stem.weight.copy_(whitening_weights(images.to(self.stem.weight.device), kernel_size=2))
+        self.stem.weight.requires_grad_(not freeze)
+        return self
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.stem(x))
+        return self.pool(self.groups(x)).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)) * self.scale
+
+
+class FlipTTA(nn.Module):
+    """Test-time augmentation: the mean of the logits for each image and its mirror image."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.model(x) + self.model(x.flip(3))) / 2

@@ -1,8 +1,12 @@
-"""SGD (with momentum) and Adam written by hand, step for step as ``torch.optim`` computes them.
+"""The optimizer and learning-rate schedule builder every training recipe uses.
 
-Same interface as ``torch.optim``: build with the parameters (tensors whose ``.grad`` something
-filled in), then ``zero_grad()`` and ``step()``. Chapter 01 develops both and checks them against
-``torch.optim.SGD`` and ``torch.optim.Adam`` after every step; ``tests/test_optim.py`` does too.
+One weight-decay rule (:func:`param_groups`): decay on weights with 2 or more dimensions
+(convolution kernels, linear and embedding matrices), none on biases and normalisation gains,
+which only shift or scale and gain nothing from being pulled towards zero.
+:func:`make_optimizer` builds SGD with Nesterov momentum, AdamW or Adam on those groups (fused
+kernels on CUDA); :func:`make_schedule` the per-step schedule: a linear one-cycle, a linear warmup
+followed by a cosine, or a constant rate. The hand-written optimizers of chapter 01 live in
+:mod:`helpers.hand_optim`.
 """
 
 from __future__ import annotations
@@ -10,109 +14,105 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
-__all__ = ["Optimizer", "SGD", "Adam"]
-
-
-class Optimizer:
-    """Keeps the parameter list and one state dictionary per parameter."""
-
-    def __init__(self, params, lr: float):
-        self.params = list(params)
-        if not self.params:
-            raise ValueError("the optimiser got no parameters: pass model.parameters() or a list of tensors")
-        if not all(isinstance(p, torch.Tensor) for p in self.params):
-            raise TypeError("parameters must be tensors (for the scalar engine, update p.data by hand)")
-        if not lr >= 0:
-            raise ValueError(f"the learning rate must be >= 0, got lr={lr}")
-        self.lr = lr
-        self.state = [{} for _ in self.params]
-
-    def zero_grad(self) -> None:
-        """Forget the gradients (``None``, as ``torch.optim`` does by default)."""
-        for p in self.params:
-            p.grad = None
-
-    def step(self) -> None:
-        raise NotImplementedError
+OPTIMIZERS = ("sgd", "adamw", "adam")
+SCHEDULES = ("onecycle", "cosine", "constant")
 
 
-class SGD(Optimizer):
-    r"""Stochastic gradient descent with momentum, PyTorch's formulation.
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two optimizer groups of the trainable parameters: decay on 2-D and up, none on the rest."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (all have requires_grad=False).")
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
 
-    With :math:`g_t = \nabla_\theta L + \lambda\theta_{t-1}` (weight decay :math:`\lambda`):
 
-    .. math::
-        b_1 = g_1,\quad b_t = \mu b_{t-1} + (1-\tau) g_t,\qquad
-        \theta_t = \theta_{t-1} - \eta\,(g_t + \mu b_t \text{ if nesterov else } b_t).
+def make_optimizer(
+    params,
+    name: str,
+    lr: float,
+    *,
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.Optimizer:
+    """An optimizer over a model (grouped by :func:`param_groups`) or over ready parameter groups.
+
+    ``name``: ``"sgd"`` (Nesterov momentum), ``"adamw"`` (decoupled weight decay) or ``"adam"``
+    (no weight decay at all: the plain tutorial baseline). Groups given as dicts keep their own
+    settings (a per-group ``lr`` for discriminative fine-tuning, say).
     """
-
-    def __init__(self, params, lr: float, momentum: float = 0.0, dampening: float = 0.0,
-                 weight_decay: float = 0.0, nesterov: bool = False):
-        super().__init__(params, lr)
-        if momentum < 0 or weight_decay < 0:
-            raise ValueError(f"momentum and weight_decay must be >= 0, got {momentum} and {weight_decay}")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("nesterov=True needs momentum > 0 and dampening = 0 (as in torch.optim.SGD)")
-        self.momentum, self.dampening = momentum, dampening
-        self.weight_decay, self.nesterov = weight_decay, nesterov
-
-    @torch.no_grad()
-    def step(self) -> None:
-        for p, state in zip(self.params, self.state):
-            if p.grad is None:  # a parameter that took no part in the loss is left alone
-                continue
-            g = p.grad
-            if self.weight_decay:
-                g = g + self.weight_decay * p  # L2 penalty (lambda/2)|p|^2, added to the gradient
-            if self.momentum:
-                if "momentum_buffer" not in state:  # first step: the buffer is the gradient itself
-                    state["momentum_buffer"] = g.clone()
-                else:
-                    buf = state["momentum_buffer"]
-                    buf.mul_(self.momentum).add_(g, alpha=1 - self.dampening)
-                buf = state["momentum_buffer"]
-                g = g + self.momentum * buf if self.nesterov else buf
-            p.add_(g, alpha=-self.lr)
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer {name!r} is not one of {OPTIMIZERS}.")
+    if isinstance(params, nn.Module):
+        groups = param_groups(params, 0.0 if name == "adam" else weight_decay)
+    else:
+        groups = [{**g, "params": list(g["params"])} if isinstance(g, dict) else g for g in params]
+    first = groups[0]["params"][0] if isinstance(groups[0], dict) else groups[0]
+    fused = {"fused": True} if first.device.type == "cuda" and name != "sgd" else {}
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, **fused)
+    return torch.optim.Adam(groups, lr=lr, betas=betas, **fused)
 
 
-class Adam(Optimizer):
-    r"""Adam (Kingma & Ba, 2015) exactly as ``torch.optim.Adam`` computes it.
+def make_schedule(
+    optimizer: torch.optim.Optimizer,
+    name: str,
+    total_steps: int,
+    *,
+    warmup: float = 0.0,
+    min_lr_ratio: float = 0.1,
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The per-step schedule (step it after every optimizer step), or ``None`` for ``"constant"``.
 
-    .. math::
-        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t,\quad v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2,\\
-        \theta_t = \theta_{t-1} - \frac{\eta}{1-\beta_1^t}\,
-                   \frac{m_t}{\sqrt{v_t}/\sqrt{1-\beta_2^t} + \epsilon}
+    ``warmup`` is the fraction of ``total_steps`` spent rising to the peak (each group's own
+    learning rate); ``min_lr_ratio`` is the final learning rate as a fraction of the peak.
 
-    Epsilon is added to :math:`\sqrt{\hat v_t}`, after the bias correction (not inside the square
-    root, and not to :math:`\sqrt{v_t}` before correcting it).
+    - ``"onecycle"``: linear from a tenth of the peak up to the peak, then linearly down
+      (``OneCycleLR`` with ``anneal_strategy="linear"``; momentum is not cycled);
+    - ``"cosine"``: linear from zero up to the peak, then a half cosine down.
     """
+    if name not in SCHEDULES:
+        raise ValueError(f"schedule {name!r} is not one of {SCHEDULES}.")
+    if not 0 <= warmup < 1 or not 0 < min_lr_ratio <= 1:
+        raise ValueError(
+            f"need 0 <= warmup < 1 and 0 < min_lr_ratio <= 1, got {warmup} and {min_lr_ratio}."
+        )
+    if name == "constant":
+        return None
+    if name == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer,
+            max_lr=[g["lr"] for g in optimizer.param_groups],
+            total_steps=total_steps,
+            pct_start=warmup,
+            anneal_strategy="linear",
+            cycle_momentum=False,
+            div_factor=10,
+            final_div_factor=1 / (10 * min_lr_ratio),
+        )
+    return warmup_cosine(optimizer, round(warmup * total_steps), total_steps, min_lr_ratio)
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0):
-        super().__init__(params, lr)
-        beta1, beta2 = betas
-        if not (0 <= beta1 < 1 and 0 <= beta2 < 1):
-            raise ValueError(f"betas must lie in [0, 1), got {betas}")
-        if eps < 0 or weight_decay < 0:
-            raise ValueError(f"eps and weight_decay must be >= 0, got {eps} and {weight_decay}")
-        self.betas, self.eps, self.weight_decay = (beta1, beta2), eps, weight_decay
 
-    @torch.no_grad()
-    def step(self) -> None:
-        beta1, beta2 = self.betas
-        for p, state in zip(self.params, self.state):
-            if p.grad is None:
-                continue
-            g = p.grad
-            if self.weight_decay:
-                g = g + self.weight_decay * p  # L2 in the gradient (AdamW decays the weights instead)
-            if not state:
-                state.update(step=0, exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
-            state["step"] += 1
-            t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-            m.mul_(beta1).add_(g, alpha=1 - beta1)             # first moment
-            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)      # second moment
-            step_size = self.lr / (1 - beta1**t)               # bias correction of m
-            denom = v.sqrt() / math.sqrt(1 - beta2**t) + self.eps  # sqrt(v_hat) + eps
-            p.addcdiv_(m, denom, value=-step_size)
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.1
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup from 0 to the base learning rate, then a cosine to ``min_lr_ratio`` of it."""
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(
+            f"need 0 <= warmup_steps < total_steps, got {warmup_steps} and {total_steps}."
+        )
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

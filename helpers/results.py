@@ -15,19 +15,11 @@ from pathlib import Path
 
 import torch
 
+from .device import describe_device
 from .env import run_mode
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-def _device_name(device) -> str:
-    device = torch.device(device)
-    if device.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(device)})"
-    if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
-    return device.type
 
 
 def _format(value) -> str:
@@ -45,13 +37,21 @@ def make_record(chapter: str, metrics: dict, device) -> dict:
     clean = {}
     for name, value in metrics.items():
         if not _NAME.match(name):
-            raise ValueError(f"metric name {name!r} should be snake_case with its unit in it, e.g. 'train_seconds'.")
+            raise ValueError(
+                f"metric name {name!r} should be snake_case with its unit in it, "
+                "e.g. 'train_seconds'."
+            )
         if isinstance(value, torch.Tensor):
             value = value.item()
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ValueError(f"metric {name!r} should be a number, got {type(value).__name__}.")
         clean[name] = round(float(value), 4) if isinstance(value, float) else value
-    return {"chapter": str(chapter), "mode": run_mode(), "device": _device_name(device), "metrics": clean}
+    return {
+        "chapter": str(chapter),
+        "mode": run_mode(),
+        "device": describe_device(device, short=True),
+        "metrics": clean,
+    }
 
 
 def report(chapter: str, metrics: dict, device) -> None:
@@ -60,7 +60,9 @@ def report(chapter: str, metrics: dict, device) -> None:
     rows = [(name, _format(value)) for name, value in record["metrics"].items()]
     rows += [("device", record["device"]), ("mode", record["mode"])]
     width = max(len(name) for name, _ in rows)
-    text = f"Chapter {record['chapter']} results\n" + "\n".join(f"  {n:<{width}}  {v}" for n, v in rows)
+    text = f"Chapter {record['chapter']} results\n" + "\n".join(
+        f"  {n:<{width}}  {v}" for n, v in rows
+    )
     cells = "".join(f"<tr><td>{html.escape(n)}</td><td>{html.escape(v)}</td></tr>" for n, v in rows)
     table = (
         f"<table><caption>Chapter {record['chapter']} results</caption>"
@@ -101,7 +103,8 @@ def results_table(notebooks: list[Path]) -> str:
                 )
             for name, value in record["metrics"].items():
                 lines.append(
-                    f"| [{record['chapter']}](notebooks/{Path(path).name}) | {name} | {_format(value)} "
+                    f"| [{record['chapter']}](notebooks/{Path(path).name}) | {name} "
+                    f"| {_format(value)} "
                     f"| {record['device']} | {record['mode']} |"
                 )
     return "\n".join(lines)
@@ -124,5 +127,8 @@ def main(argv: list[str]) -> int:
     readme = Path(argv[0]) if argv else Path("README.md")
     notebooks = sorted((readme.parent / "notebooks").glob("*.ipynb"))
     changed = update_readme(readme, notebooks)
-    print(f"{readme}: results table {'updated' if changed else 'already up to date'} from {len(notebooks)} notebooks")
+    print(
+        f"{readme}: results table {'updated' if changed else 'already up to date'} "
+        f"from {len(notebooks)} notebooks"
+    )
     return 0

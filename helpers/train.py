@@ -1,13 +1,14 @@
 """Training and evaluation loops in plain PyTorch, shared by every training chapter.
 
-``fit`` trains for a number of epochs (or optimiser steps), with an optional learning-rate
-scheduler stepped after every batch, mixed precision on CUDA, optional gradient clipping and a
-progress bar, and returns a history: one row per evaluation.
+``fit`` trains for a number of epochs or optimiser steps with an optional learning-rate
+scheduler stepped after every batch, the course's precision policy (:mod:`helpers.precision`),
+optional gradient clipping and a progress bar, and returns a history: one row per evaluation.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
+import math
 import os
 import time
 from collections import defaultdict
@@ -16,6 +17,9 @@ from itertools import islice
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
+
+from .device import sync
+from .precision import Precision, choose
 
 
 def progress_bar(iterable=None, **kwargs):
@@ -34,155 +38,216 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, **kwargs) -> torc
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), **kwargs)
 
 
-def autocast(device: torch.device, enabled: bool | None = None, dtype: torch.dtype | None = None):
-    """Mixed precision where it pays: bf16 (or fp16) autocast on CUDA, nothing elsewhere.
-
-    ``enabled=True`` with a ``dtype`` forces autocast on other devices too (e.g. bf16 on a CPU
-    with bf16 instructions).
-    """
-    device = torch.device(device)
-    if enabled is None:
-        enabled = device.type == "cuda"
-    if not enabled:
-        return contextlib.nullcontext()
-    if dtype is None:
-        dtype = torch.bfloat16 if device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def _to(batch, device):
-    return [t.to(device, non_blocking=True) for t in batch]
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
+def _device_of(model: torch.nn.Module, device) -> torch.device:
+    if device is not None:
+        return torch.device(device)
     return next(model.parameters()).device
 
 
 @torch.inference_mode()
-def evaluate(model, loader, loss_fn=cross_entropy, device=None, amp: bool | None = None,
-             max_batches: int | None = None, amp_dtype: torch.dtype | None = None) -> dict:
-    """Mean loss and accuracy (argmax of the last dimension) over a loader."""
-    device = torch.device(device) if device is not None else _model_device(model)
+def evaluate(
+    model,
+    loader,
+    *,
+    loss_fn=cross_entropy,
+    device=None,
+    precision: str | Precision | None = None,
+    max_batches: int | None = None,
+) -> dict:
+    """Mean loss and accuracy (argmax of the last dimension) over a loader.
+
+    Sums stay on the device in float32, one number per batch (no float64: Apple GPUs have none),
+    and are added up in Python at the end, so nothing waits for the device inside the loop.
+    """
+    device = _device_of(model, device)
+    policy = choose(device, precision)
     was_training = model.training
     model.eval()
-    total_loss = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    count = 0
+    loss_sums, correct, count = [], [], 0
     for x, y in islice(loader, max_batches):
-        x, y = _to((x, y), device)
-        with autocast(device, amp, amp_dtype):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with policy.autocast():
             out = model(x)
-        total_loss += loss_fn(out.float(), y).double() * y.numel()
-        correct += (out.argmax(-1) == y).sum()
+        loss_sums.append(loss_fn(out.float(), y) * y.numel())
+        correct.append((out.argmax(-1) == y).sum())
         count += y.numel()
     model.train(was_training)
     if count == 0:
         raise ValueError("evaluate() got an empty loader.")
-    return {"loss": total_loss.item() / count, "accuracy": correct.item() / count}
+    total_loss = math.fsum(torch.stack(loss_sums).tolist())
+    return {"loss": total_loss / count, "accuracy": sum(torch.stack(correct).tolist()) / count}
 
 
 @torch.inference_mode()
-def predict(model, loader, device=None, amp: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Model outputs and targets for a whole loader, concatenated on the CPU."""
-    device = torch.device(device) if device is not None else _model_device(model)
+def predict(
+    model, loader, *, device=None, precision: str | Precision | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Model outputs (float32) and targets for a whole loader, concatenated on the CPU."""
+    device = _device_of(model, device)
+    policy = choose(device, precision)
     was_training = model.training
     model.eval()
     outputs, targets = [], []
     for x, y in loader:
-        with autocast(device, amp):
+        with policy.autocast():
             out = model(x.to(device, non_blocking=True))
         outputs.append(out.float().cpu())
         targets.append(y.cpu())
     model.train(was_training)
+    if not outputs:
+        raise ValueError("predict() got an empty loader.")
     return torch.cat(outputs), torch.cat(targets)
 
 
-def fit(model, train_loader, optimizer, *, epochs: int | None = None, steps: int | None = None,
-        loss_fn=cross_entropy, val_loader=None, scheduler=None, device=None,
-        amp: bool | None = None, amp_dtype: torch.dtype | None = None, grad_clip: float | None = None,
-        eval_every: int | None = None, eval_batches: int | None = None,
-        progress: bool | None = None, log_every: int = 25) -> dict[str, list]:
-    """Train ``model`` and return its history.
+def batch_stream(loader, steps: int):
+    """Exactly ``steps`` batches from ``loader``, starting it again as often as needed.
 
-    Give ``epochs`` (passes over ``train_loader``) or ``steps`` (optimiser steps; the loader is
-    restarted as often as needed, so an endless iterator works too). ``scheduler`` is stepped after
-    every optimiser step (OneCycleLR, cosine with warmup, ...). Evaluation on ``val_loader`` runs
-    every ``eval_every`` steps (default: every epoch in epoch mode, only at the end in step mode;
-    half an epoch gives smoother curves) and always after the last step.
-
-    The history has one entry per evaluation: ``step``, ``epoch`` (fractional inside an epoch),
-    ``train_loss`` (mean since the previous entry), ``val_loss``, ``val_accuracy``, ``lr`` and
-    ``seconds`` (training time so far, evaluation excluded).
+    A re-iterable loader (a DataLoader, a TensorLoader, a list) is restarted at its end; an
+    iterator (a generator such as ``random_windows``) cannot be restarted, so it must last
+    ``steps`` batches. The iterator is never closed here: an endless stream can feed several
+    ``fit`` calls. An empty loader, or an iterator that is exhausted or closed, is an error.
     """
+    served = 0
+    while served < steps:
+        batches = iter(loader)
+        one_shot = batches is loader
+        before = served
+        for batch in batches:
+            yield batch
+            served += 1
+            if served == steps:
+                return
+        if served == before:
+            raise ValueError(
+                "the training loader gave no batch: it is empty, or an iterator that is already "
+                "exhausted or closed. Pass a re-iterable loader (DataLoader, TensorLoader) or a "
+                "fresh iterator."
+            )
+        if one_shot:
+            raise ValueError(
+                f"the training iterator ended after {served} of {steps} batches, and an iterator "
+                "cannot start again: ask for fewer steps, or pass a re-iterable loader or an "
+                "endless stream."
+            )
+
+
+def train_step(
+    model, x, y, *, loss_fn, optimizer, scaler, policy: Precision, grad_clip=None
+) -> torch.Tensor:
+    """One optimiser step on a batch; returns the (detached) loss. fp16 goes through the scaler."""
+    with policy.autocast():
+        loss = loss_fn(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip is not None:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)  # skipped when a scaled fp16 gradient overflowed to inf/nan
+    scaler.update()
+    return loss.detach()
+
+
+def _record(
+    history, step: int, epoch: float | None, losses: list, lr: float, seconds: float, metrics
+):
+    """Append one evaluation row to ``history``."""
+    history["step"].append(step)
+    if epoch is not None:
+        history["epoch"].append(epoch)
+    history["train_loss"].append(math.fsum(torch.stack(losses).float().tolist()) / len(losses))
+    history["lr"].append(lr)
+    history["seconds"].append(seconds)
+    if metrics is not None:
+        history["val_loss"].append(metrics["loss"])
+        history["val_accuracy"].append(metrics["accuracy"])
+
+
+def _plan(train_loader, epochs, steps, eval_every) -> tuple[int, int | None, int]:
+    """(total steps, steps per epoch or None, evaluate every so many steps)."""
     if (epochs is None) == (steps is None):
         raise ValueError("fit() needs exactly one of epochs=... or steps=....")
-    device = torch.device(device) if device is not None else _model_device(model)
     steps_per_epoch = len(train_loader) if hasattr(train_loader, "__len__") else None
     if steps is None:
-        if not steps_per_epoch:
-            raise ValueError("fit(epochs=...) needs a loader with a length; use steps=... for an endless one.")
+        if steps_per_epoch is None:
+            raise ValueError(
+                "fit(epochs=...) needs a loader with a length; use steps=... for an endless one."
+            )
+        if steps_per_epoch == 0:
+            raise ValueError(
+                "the training loader is empty (length 0): check the dataset and batch size."
+            )
         steps = epochs * steps_per_epoch
         eval_every = eval_every or steps_per_epoch
-    eval_every = eval_every or steps
-    use_amp = device.type == "cuda" if amp is None else amp
-    if amp_dtype is None:
-        cuda_fp16 = device.type == "cuda" and not torch.cuda.is_bf16_supported()
-        amp_dtype = torch.float16 if cuda_fp16 else torch.bfloat16
-    # fp16 gradients can underflow: the scaler multiplies the loss up and the gradients back down
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and amp_dtype == torch.float16)
+    if steps < 1:
+        raise ValueError(f"fit() needs at least one step, got steps={steps}.")
+    return steps, steps_per_epoch, eval_every or steps
 
-    history = defaultdict(list)
-    running = torch.zeros((), device=device)
-    running_count = 0
-    train_seconds = 0.0
-    bar_options = {} if progress is None else {"disable": not progress}
-    bar = progress_bar(total=steps, desc="training", **bar_options)
 
-    def batches():
-        while True:
-            yield from train_loader
+def fit(
+    model,
+    train_loader,
+    optimizer,
+    *,
+    epochs: int | None = None,
+    steps: int | None = None,
+    loss_fn=cross_entropy,
+    val_loader=None,
+    scheduler=None,
+    device=None,
+    precision: str | Precision | None = None,
+    grad_clip: float | None = None,
+    eval_every: int | None = None,
+    eval_batches: int | None = None,
+    progress: bool | None = None,
+) -> dict:
+    """Train ``model`` and return its history.
 
+    Give ``epochs`` or ``steps``, not both. ``epochs=E`` makes ``E × len(train_loader)``
+    optimiser steps (the loader needs a length). ``steps=N`` makes exactly ``N`` optimiser steps:
+    a re-iterable loader is restarted as often as needed; an iterator must yield ``N`` batches (an
+    endless one such as ``random_windows`` is left open, ready for another call). ``scheduler`` is
+    stepped after every optimiser step. Evaluation on ``val_loader`` (its first ``eval_batches``
+    batches, or all) runs every ``eval_every`` steps (default: every epoch with ``epochs``, only at
+    the end with ``steps``) and always after the last step. ``precision`` defaults to the policy
+    of :func:`helpers.precision.choose` for the device.
+
+    The history has one entry per evaluation: ``step``, ``epoch`` (fractional inside an epoch;
+    loaders with a length only), ``train_loss`` (mean since the previous entry), ``val_loss``,
+    ``val_accuracy``, ``lr`` and ``seconds`` (training time so far, evaluation excluded).
+    """
+    steps, steps_per_epoch, eval_every = _plan(train_loader, epochs, steps, eval_every)
+    device = _device_of(model, device)
+    policy = choose(device, precision)
+    options = dict(loss_fn=loss_fn, optimizer=optimizer, policy=policy, grad_clip=grad_clip)
+    step_fn = functools.partial(train_step, model, scaler=policy.grad_scaler(), **options)
+    measure = val_loader is not None and functools.partial(
+        evaluate,
+        model,
+        val_loader,
+        loss_fn=loss_fn,
+        device=device,
+        precision=policy,
+        max_batches=eval_batches,
+    )
+    history, losses, seconds = defaultdict(list), [], 0.0
+    bar = progress_bar(
+        total=steps, desc="training", **({} if progress is None else {"disable": not progress})
+    )
     model.train()
     start = time.perf_counter()
-    for step, (x, y) in enumerate(batches(), start=1):
-        x, y = _to((x, y), device)
-        with autocast(device, use_amp, amp_dtype):
-            loss = loss_fn(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if grad_clip is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+    for step, (x, y) in enumerate(batch_stream(train_loader, steps), start=1):
+        losses.append(step_fn(x.to(device, non_blocking=True), y.to(device, non_blocking=True)))
         if scheduler is not None:
             scheduler.step()
-        running += loss.detach().float()
-        running_count += 1
         bar.update(1)
-        if not bar.disable and step % log_every == 0:
-            bar.set_postfix(loss=f"{running.item() / running_count:.4f}")
-
         if step % eval_every == 0 or step == steps:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            train_seconds += time.perf_counter() - start
-            history["step"].append(step)
-            if steps_per_epoch:
-                history["epoch"].append(step / steps_per_epoch)
-            history["train_loss"].append(running.item() / running_count)
-            history["lr"].append(optimizer.param_groups[0]["lr"])
-            history["seconds"].append(train_seconds)
-            if val_loader is not None:
-                metrics = evaluate(model, val_loader, loss_fn, device, use_amp, eval_batches, amp_dtype)
-                history["val_loss"].append(metrics["loss"])
-                history["val_accuracy"].append(metrics["accuracy"])
-                bar.set_postfix(loss=f"{history['train_loss'][-1]:.4f}", val_loss=f"{metrics['loss']:.4f}",
-                                val_acc=f"{metrics['accuracy']:.4f}")
-            running.zero_()
-            running_count = 0
+            sync(device)
+            seconds += time.perf_counter() - start
+            epoch = step / steps_per_epoch if steps_per_epoch else None
+            lr = optimizer.param_groups[0]["lr"]
+            _record(history, step, epoch, losses, lr, seconds, measure() if measure else None)
+            bar.set_postfix({k: f"{v[-1]:.4f}" for k, v in history.items() if k.endswith("_loss")})
+            losses = []
             start = time.perf_counter()
-        if step == steps:
-            break
     bar.close()
     return dict(history)

@@ -148,7 +148,7 @@ def random_expression(rng, leaves, n_ops):
     for _ in range(n_ops):
         op, k = rng.choice(OPS), rng.choice([-1, 0.5, 2, 3])
         pool.append(op(rng.choice(pool), rng.choice(pool), k))
-    return sum(pool[len(leaves):])
+    return sum(pool[len(leaves) :])
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -169,11 +169,17 @@ def test_random_expressions_match_torch(seed):
 def test_mlp_matches_torch():
     model = MLP(3, [5, 4, 2], rng=random.Random(1))
     torch_model = torch.nn.Sequential(
-        torch.nn.Linear(3, 5), torch.nn.ReLU(), torch.nn.Linear(5, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2)
+        torch.nn.Linear(3, 5),
+        torch.nn.ReLU(),
+        torch.nn.Linear(5, 4),
+        torch.nn.ReLU(),
+        torch.nn.Linear(4, 2),
     ).double()
     with torch.no_grad():
         for layer, linear in zip(model.layers, torch_model[::2]):
-            linear.weight.copy_(torch.tensor([[w.data for w in n.w] for n in layer.neurons], dtype=torch.float64))
+            linear.weight.copy_(
+                torch.tensor([[w.data for w in n.w] for n in layer.neurons], dtype=torch.float64)
+            )
             linear.bias.copy_(torch.tensor([n.b.data for n in layer.neurons], dtype=torch.float64))
     xs = [[0.5, -1.0, 2.0], [1.5, 0.3, -0.7]]
     loss = sum((o - 1.0) ** 2 for x in xs for o in model(x))
@@ -184,8 +190,12 @@ def test_mlp_matches_torch():
     for layer, linear in zip(model.layers, torch_model[::2]):
         grads = torch.tensor([[w.grad for w in n.w] for n in layer.neurons], dtype=torch.float64)
         assert torch.allclose(grads, linear.weight.grad, rtol=1e-12, atol=1e-14)
-        assert torch.allclose(torch.tensor([n.b.grad for n in layer.neurons], dtype=torch.float64),
-                              linear.bias.grad, rtol=1e-12, atol=1e-14)
+        assert torch.allclose(
+            torch.tensor([n.b.grad for n in layer.neurons], dtype=torch.float64),
+            linear.bias.grad,
+            rtol=1e-12,
+            atol=1e-14,
+        )
 
 
 def test_mlp_structure():

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 import helpers
-from helpers.data import TensorLoader
+from helpers.loader import TensorLoader
 
 
 def _setup(seed=0):
@@ -22,19 +22,23 @@ def _data():
 
 def test_checkpoint_path_by_mode(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_CHECKPOINT_DIR", str(tmp_path))
-    assert helpers.checkpoint_path("mnist_cnn") == tmp_path / "mnist_cnn.pt"
+    assert helpers.checkpoint.checkpoint_path("mnist_cnn") == tmp_path / "mnist_cnn.pt"
     monkeypatch.setenv("COURSE_QUICK", "1")
-    assert helpers.checkpoint_path("mnist_cnn") == tmp_path / "mnist_cnn-quick.pt"
+    assert helpers.checkpoint.checkpoint_path("mnist_cnn") == tmp_path / "mnist_cnn-quick.pt"
 
 
 def test_round_trip(tmp_path):
     model, opt, sched = _setup()
     x, y = _data()
-    helpers.fit(model, TensorLoader(x, y, batch_size=16), opt, epochs=1, scheduler=sched, progress=False)
-    path = helpers.save_checkpoint(tmp_path / "sub" / "ck.pt", model, opt, sched, epoch=1, config={"width": 8})
+    helpers.train.fit(
+        model, TensorLoader(x, y, batch_size=16), opt, epochs=1, scheduler=sched, progress=False
+    )
+    path = helpers.checkpoint.save_checkpoint(
+        tmp_path / "sub" / "ck.pt", model, opt, sched, epoch=1, config={"width": 8}
+    )
     assert [p.name for p in path.parent.iterdir()] == ["ck.pt"]  # no temporary file left behind
     model2, opt2, sched2 = _setup(seed=1)
-    state = helpers.load_checkpoint(path, model2, opt2, sched2)
+    state = helpers.checkpoint.load_checkpoint(path, model2, opt2, sched2)
     assert state["epoch"] == 1 and state["config"] == {"width": 8}
     for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
         assert torch.equal(a, b)
@@ -47,36 +51,38 @@ def test_resume_reproduces_the_next_step(tmp_path):
 
     def one_epoch(model, opt, sched):
         loader = TensorLoader(x, y, batch_size=16, shuffle=True)  # draws from torch's RNG
-        return helpers.fit(model, loader, opt, epochs=1, scheduler=sched, progress=False)["train_loss"][0]
+        return helpers.train.fit(model, loader, opt, epochs=1, scheduler=sched, progress=False)[
+            "train_loss"
+        ][0]
 
     model, opt, sched = _setup()
     one_epoch(model, opt, sched)
-    helpers.save_checkpoint(tmp_path / "ck.pt", model, opt, sched, epoch=1)
+    helpers.checkpoint.save_checkpoint(tmp_path / "ck.pt", model, opt, sched, epoch=1)
     expected = one_epoch(model, opt, sched)  # the uninterrupted run's next epoch
 
     torch.manual_seed(999)  # disturb the RNG: resume must restore it
     model2, opt2, sched2 = _setup(seed=5)
-    helpers.load_checkpoint(tmp_path / "ck.pt", model2, opt2, sched2, restore_rng=True)
+    helpers.checkpoint.load_checkpoint(tmp_path / "ck.pt", model2, opt2, sched2, restore_rng=True)
     assert one_epoch(model2, opt2, sched2) == expected
 
 
 def test_bad_files_give_clear_errors(tmp_path):
     model, opt, sched = _setup()
-    path = helpers.save_checkpoint(tmp_path / "ck.pt", model, opt)
+    path = helpers.checkpoint.save_checkpoint(tmp_path / "ck.pt", model, opt)
     with pytest.raises(FileNotFoundError, match="Run the chapter"):
-        helpers.load_checkpoint(tmp_path / "missing.pt", model)
+        helpers.checkpoint.load_checkpoint(tmp_path / "missing.pt", model)
 
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     with pytest.raises(ValueError, match="damaged or is not a checkpoint"):
-        helpers.load_checkpoint(truncated, model)
+        helpers.checkpoint.load_checkpoint(truncated, model)
 
     plain = tmp_path / "plain.pt"
     torch.save(model.state_dict(), plain)
     with pytest.raises(ValueError, match="no 'model' entry"):
-        helpers.load_checkpoint(plain, model)
+        helpers.checkpoint.load_checkpoint(plain, model)
 
     with pytest.raises(ValueError, match="does not fit"):
-        helpers.load_checkpoint(path, nn.Linear(4, 2))
+        helpers.checkpoint.load_checkpoint(path, nn.Linear(4, 2))
     with pytest.raises(ValueError, match="no scheduler state"):
-        helpers.load_checkpoint(path, model, scheduler=sched)
+        helpers.checkpoint.load_checkpoint(path, model, scheduler=sched)

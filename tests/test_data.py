@@ -13,8 +13,12 @@ def _write_idx(folder, prefix, n, seed):
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
     labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
-    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
+    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
+        struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes()
+    )
+    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(
+        struct.pack(">II", 2049, n) + labels.tobytes()
+    )
     return images, labels
 
 
@@ -39,7 +43,9 @@ def test_data_dir_default_and_variable(tmp_path, monkeypatch):
         data.data_dir()
 
 
-@pytest.mark.parametrize("loader, folder", [(data.mnist, "MNIST"), (data.fashion_mnist, "FashionMNIST")])
+@pytest.mark.parametrize(
+    "loader, folder", [(data.mnist, "MNIST"), (data.fashion_mnist, "FashionMNIST")]
+)
 def test_idx_loaders_read_fixture_files(data_root, loader, folder):
     raw = data_root / folder / "raw"
     raw.mkdir(parents=True)
@@ -52,7 +58,9 @@ def test_idx_loaders_read_fixture_files(data_root, loader, folder):
     assert torch.equal(x[:, 0], torch.from_numpy(test_x)) and y.tolist() == test_y.tolist()
 
 
-@pytest.mark.parametrize("loader, folder", [(data.mnist, "MNIST"), (data.fashion_mnist, "FashionMNIST")])
+@pytest.mark.parametrize(
+    "loader, folder", [(data.mnist, "MNIST"), (data.fashion_mnist, "FashionMNIST")]
+)
 def test_missing_idx_files_offline_give_a_clear_error(data_root, loader, folder):
     with pytest.raises(FileNotFoundError) as info:
         loader()
@@ -112,7 +120,9 @@ def test_text_download_checked_and_cached(data_root, monkeypatch):
     monkeypatch.setattr(data, "_download_url", fake_download)
     monkeypatch.setattr(data, "SHAKESPEARE_SHA256", hashlib.sha256(text).hexdigest())
     assert data.tiny_shakespeare() == text.decode()
-    assert data.tiny_shakespeare() == text.decode() and len(calls) == 1  # second time from the cache
+    assert (
+        data.tiny_shakespeare() == text.decode() and len(calls) == 1
+    )  # second time from the cache
     assert (data_root / "tinyshakespeare" / "input.txt").read_bytes() == text
 
 
@@ -133,17 +143,3 @@ def test_text_missing_offline(data_root):
     message = str(info.value)
     assert data.SHAKESPEARE_URL in message and "COURSE_DATA_DIR" in message
     assert str(data_root / "tinyshakespeare" / "input.txt") in message
-
-
-def test_tensor_loader_batches_everything_once():
-    x, y = torch.arange(10).float(), torch.arange(10)
-    loader = data.TensorLoader(x, y, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
-    batches = list(loader)
-    assert len(loader) == len(batches) == 3 and [len(b[0]) for b in batches] == [4, 4, 2]
-    seen_x, seen_y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
-    assert sorted(seen_y.tolist()) == list(range(10)) and torch.equal(seen_x.long(), seen_y)
-    assert len(data.TensorLoader(x, y, batch_size=4, drop_last=True)) == 2
-    doubled = next(iter(data.TensorLoader(x, y, batch_size=3, transform=lambda b: 2 * b)))
-    assert doubled[0].tolist() == [0.0, 2.0, 4.0] and doubled[1].tolist() == [0, 1, 2]
-    with pytest.raises(ValueError, match="same length"):
-        data.TensorLoader(x, y[:5], batch_size=2)

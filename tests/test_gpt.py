@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import helpers
-from helpers import gpt
+from helpers import gpt, optim, tokenizer
 
 
 def _model(seed=0, **overrides):
@@ -21,7 +21,7 @@ def _ids(batch=2, length=12, seed=1):
 
 def test_tokenizer_round_trip_and_clear_errors():
     text = "First Citizen:\nBefore we proceed any further, hear me speak."
-    tok = gpt.CharTokenizer.from_text(text)
+    tok = tokenizer.CharTokenizer.from_text(text)
     assert tok.vocab_size == len(set(text)) and tok.chars == "".join(sorted(set(text)))
     ids = tok.encode(text)
     assert tok.decode(ids) == text and tok.decode(torch.tensor(ids)) == text
@@ -30,7 +30,7 @@ def test_tokenizer_round_trip_and_clear_errors():
     with pytest.raises(ValueError, match="outside the vocabulary"):
         tok.decode([0, tok.vocab_size])
     with pytest.raises(ValueError, match="distinct characters"):
-        gpt.CharTokenizer("aab")
+        tokenizer.CharTokenizer("aab")
 
 
 def test_config_round_trips_and_rejects_bad_values():
@@ -62,7 +62,9 @@ def test_attention_matches_the_formula_and_sdpa():
     scores = q @ k.transpose(-2, -1) / math.sqrt(4)
     scores = scores.masked_fill(torch.ones(10, 10, dtype=torch.bool).triu(1), float("-inf"))
     by_hand = (scores.softmax(-1) @ v).transpose(1, 2).reshape(3, 10, 16)
-    sdpa = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(3, 10, 16)
+    sdpa = (
+        F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(3, 10, 16)
+    )
     with torch.no_grad():
         assert torch.allclose(by_hand, sdpa, atol=1e-6)
         assert torch.allclose(attn(x), attn.proj(by_hand), atol=1e-6)
@@ -71,15 +73,24 @@ def test_attention_matches_the_formula_and_sdpa():
 def test_block_matches_transformer_encoder_layer():
     torch.manual_seed(0)
     block = gpt.Block(n_embd=16, n_head=4).eval()
-    layer = nn.TransformerEncoderLayer(16, 4, dim_feedforward=64, dropout=0.0, activation="gelu",
-                                       batch_first=True, norm_first=True).eval()
+    layer = nn.TransformerEncoderLayer(
+        16, 4, dim_feedforward=64, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+    ).eval()
     with torch.no_grad():
-        pairs = [(layer.self_attn.in_proj_weight, block.attn.qkv.weight), (layer.self_attn.in_proj_bias, block.attn.qkv.bias),
-                 (layer.self_attn.out_proj.weight, block.attn.proj.weight), (layer.self_attn.out_proj.bias, block.attn.proj.bias),
-                 (layer.linear1.weight, block.mlp.fc.weight), (layer.linear1.bias, block.mlp.fc.bias),
-                 (layer.linear2.weight, block.mlp.proj.weight), (layer.linear2.bias, block.mlp.proj.bias),
-                 (layer.norm1.weight, block.ln_1.weight), (layer.norm1.bias, block.ln_1.bias),
-                 (layer.norm2.weight, block.ln_2.weight), (layer.norm2.bias, block.ln_2.bias)]
+        pairs = [
+            (layer.self_attn.in_proj_weight, block.attn.qkv.weight),
+            (layer.self_attn.in_proj_bias, block.attn.qkv.bias),
+            (layer.self_attn.out_proj.weight, block.attn.proj.weight),
+            (layer.self_attn.out_proj.bias, block.attn.proj.bias),
+            (layer.linear1.weight, block.mlp.fc.weight),
+            (layer.linear1.bias, block.mlp.fc.bias),
+            (layer.linear2.weight, block.mlp.proj.weight),
+            (layer.linear2.bias, block.mlp.proj.bias),
+            (layer.norm1.weight, block.ln_1.weight),
+            (layer.norm1.bias, block.ln_1.bias),
+            (layer.norm2.weight, block.ln_2.weight),
+            (layer.norm2.bias, block.ln_2.bias),
+        ]
         for theirs, ours in pairs:
             theirs.copy_(torch.randn_like(ours) * 0.3)
             ours.copy_(theirs)
@@ -93,8 +104,12 @@ def test_kv_cache_gives_the_same_tokens(temperature, top_k):
     model = _model()
     prompt = _ids(batch=2, length=3)
     # 20 new tokens: the first 13 fit the context of 16 (cache used), the rest slide the window
-    runs = [model.generate(prompt, 20, temperature, top_k, use_cache=c, generator=torch.Generator().manual_seed(5))
-            for c in (False, True)]
+    runs = [
+        model.generate(
+            prompt, 20, temperature, top_k, use_cache=c, generator=torch.Generator().manual_seed(5)
+        )
+        for c in (False, True)
+    ]
     assert runs[0].shape == (2, 23) and torch.equal(runs[0], runs[1])
 
 
@@ -119,47 +134,37 @@ def test_init_tied_weights_and_parameter_groups():
     with torch.no_grad():  # small init: the first loss is close to log(vocab)
         loss = helpers.train.cross_entropy(model(_ids()), _ids(seed=2))
     assert abs(loss.item() - math.log(11)) < 0.1
-    decay, no_decay = gpt.param_groups(model, 0.1)
-    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    decay, no_decay = optim.param_groups(model, 0.1)
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(
+        p.dim() == 1 for p in no_decay["params"]
+    )
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
 def test_schedule_warms_up_then_decays():
     opt = torch.optim.AdamW([nn.Parameter(torch.zeros(2, 2))], lr=1.0)
-    sched = gpt.warmup_cosine(opt, warmup_steps=10, total_steps=100, min_lr_ratio=0.1)
+    sched = optim.warmup_cosine(opt, warmup_steps=10, total_steps=100, min_lr_ratio=0.1)
     lrs = []
     for _ in range(100):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(0.1, abs=1e-3)
-
-
-def test_random_windows_are_shifted_by_one():
-    data = torch.arange(100)
-    x, y = next(gpt.random_windows(data, block_size=8, batch_size=4, generator=torch.Generator().manual_seed(0)))
-    assert x.shape == y.shape == (4, 8)
-    assert torch.equal(y, x + 1) and torch.equal(x[:, 1:], x[:, :-1] + 1)
-    with pytest.raises(ValueError, match="longer than block_size"):
-        next(gpt.random_windows(data[:8], block_size=8, batch_size=2))
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] == pytest.approx(
+        0.1, abs=1e-3
+    )
 
 
 def test_checkpoint_reload_gives_identical_logits(tmp_path):
     model = _model(dropout=0.1)
-    tok = gpt.CharTokenizer("abcdefghijk")
-    path = helpers.save_checkpoint(tmp_path / "gpt.pt", model, config=model.config.to_dict(), tokenizer=tok.chars)
+    tok = tokenizer.CharTokenizer("abcdefghijk")
+    path = helpers.checkpoint.save_checkpoint(
+        tmp_path / "gpt.pt", model, config=model.config.to_dict(), tokenizer=tok.chars
+    )
     loaded, tok2, state = gpt.load_gpt(path)
     assert loaded.config == model.config and tok2.chars == tok.chars and not loaded.training
     with torch.no_grad():
         assert torch.equal(loaded(_ids()), model(_ids()))
-    helpers.save_checkpoint(tmp_path / "plain.pt", model)
+    helpers.checkpoint.save_checkpoint(tmp_path / "plain.pt", model)
     with pytest.raises(ValueError, match="not written by chapter 04"):
         gpt.load_gpt(tmp_path / "plain.pt")
-
-
-def test_split_windows_cover_the_text_once():
-    data = torch.arange(50)
-    x, y = gpt.split_windows(data, 8)
-    assert x.shape == (6, 8) and torch.equal(x.flatten(), data[:48]) and torch.equal(y, x + 1)
-    assert torch.equal(gpt.split_windows(data, 8, every=2)[0], x[::2])

@@ -1,7 +1,10 @@
 """The project's files agree with one another: packaging, book, notebooks, README."""
 
+import ast
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,13 +55,19 @@ def test_every_notebook_is_in_the_book_and_back():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebooks_are_committed_with_a_clean_full_run(path):
-    cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+    cells = [
+        c
+        for c in json.loads(path.read_text())["cells"]
+        if c["cell_type"] == "code" and "".join(c["source"]).strip()
+    ]
     assert all(c["execution_count"] for c in cells), "run the notebook top to bottom (make execute)"
     counts = [c["execution_count"] for c in cells]
     assert counts == list(range(1, len(cells) + 1)), "commit a fresh top-to-bottom run"
     assert not [o for c in cells for o in c["outputs"] if o["output_type"] == "error"]
     records = results.records_from_notebook(path)
-    assert records and all(r["mode"] == "full" for r in records), "commit a full-mode run with a results cell"
+    assert records and all(r["mode"] == "full" for r in records), (
+        "commit a full-mode run with a results cell"
+    )
     assert path.stat().st_size < 3_000_000, "keep outputs lean"
 
 
@@ -72,3 +81,47 @@ def test_readme_and_ci_use_the_same_two_commands():
     readme = (ROOT / "README.md").read_text()
     assert "make book" in readme and "make test" in readme
     assert re.search(r"^make test$", (ROOT / ".ci" / "run").read_text(), re.M)
+
+
+def test_import_helpers_is_cheap_and_autograd_needs_no_torch():
+    code = (
+        "import sys, helpers, helpers.autograd; "
+        "heavy = [m for m in ('torch', 'torchvision', 'matplotlib', 'tqdm') if m in sys.modules]; "
+        "assert not heavy, heavy; helpers.train; assert 'torch' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_helpers_functions_stay_short():
+    long = []
+    for path in sorted((ROOT / "helpers").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node) is not None
+                body = (
+                    node.end_lineno - (node.body[1] if doc and len(node.body) > 1 else node).lineno
+                )
+                if body > 50:
+                    long.append(f"{path.name}:{node.name} ({body} lines)")
+    assert not long, f"split these into smaller functions: {long}"
+
+
+HELPER_USE = re.compile(r"\bhelpers\.([A-Za-z_]\w*)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_use_one_spelling_of_helpers(path):
+    import helpers
+
+    source = "\n".join(
+        "".join(c["source"])
+        for c in json.loads(path.read_text())["cells"]
+        if c["cell_type"] == "code"
+    )
+    assert not re.search(r"^\s*from helpers\b", source, re.M), (
+        "use `import helpers` and helpers.<module>"
+    )
+    used = set(HELPER_USE.findall(source))
+    assert used <= set(helpers.MODULES), f"not modules: {sorted(used - set(helpers.MODULES))}"
+    private = re.findall(r"\bhelpers\.\w+\._\w+", source)
+    assert not private, f"private names used: {private}"

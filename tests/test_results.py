@@ -9,8 +9,12 @@ from helpers import results
 
 def test_record_shape_and_validation(monkeypatch):
     record = results.make_record("02", {"test_accuracy": 0.99341, "train_seconds": 95}, "cpu")
-    assert record == {"chapter": "02", "mode": "full", "device": f"cpu ({torch.get_num_threads()} threads)",
-                      "metrics": {"test_accuracy": 0.9934, "train_seconds": 95}}
+    assert record == {
+        "chapter": "02",
+        "mode": "full",
+        "device": f"cpu ({torch.get_num_threads()} threads)",
+        "metrics": {"test_accuracy": 0.9934, "train_seconds": 95},
+    }
     monkeypatch.setenv("COURSE_QUICK", "1")
     assert results.make_record("02", {"x_seconds": 1.0}, "cpu")["mode"] == "quick"
     with pytest.raises(ValueError, match="snake_case"):
@@ -22,14 +26,20 @@ def test_record_shape_and_validation(monkeypatch):
 
 
 def _notebook(path, record):
-    output = {"output_type": "display_data", "metadata": {},
-              "data": {"application/json": record, "text/plain": "..."}}
+    output = {
+        "output_type": "display_data",
+        "metadata": {},
+        "data": {"application/json": record, "text/plain": "..."},
+    }
     path.write_text(json.dumps({"cells": [{"cell_type": "code", "outputs": [output]}]}))
 
 
 def test_readme_table_is_rebuilt_from_notebooks(tmp_path):
     (tmp_path / "notebooks").mkdir()
-    _notebook(tmp_path / "notebooks" / "02_x.ipynb", results.make_record("02", {"test_accuracy": 0.9934}, "cpu"))
+    _notebook(
+        tmp_path / "notebooks" / "02_x.ipynb",
+        results.make_record("02", {"test_accuracy": 0.9934}, "cpu"),
+    )
     readme = tmp_path / "README.md"
     readme.write_text(f"# T\n{results.START}\nold\n{results.END}\nafter\n")
     assert results.main([str(readme)]) == 0
@@ -49,7 +59,10 @@ def test_quick_mode_outputs_are_refused(tmp_path, monkeypatch):
 def test_report_displays_table_and_json(monkeypatch):
     shown = []
     monkeypatch.setattr("IPython.display.display", lambda obj, raw: shown.append(obj))
-    helpers.report("00", {"test_accuracy": 0.5}, "cpu")
+    helpers.results.report("00", {"test_accuracy": 0.5}, "cpu")
     (bundle,) = shown
     assert bundle["application/json"] == results.make_record("00", {"test_accuracy": 0.5}, "cpu")
-    assert "<td>test_accuracy</td><td>0.5</td>" in bundle["text/html"] and "test_accuracy" in bundle["text/plain"]
+    assert (
+        "<td>test_accuracy</td><td>0.5</td>" in bundle["text/html"]
+        and "test_accuracy" in bundle["text/plain"]
+    )

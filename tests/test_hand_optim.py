@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers.optim import SGD, Adam
+from helpers.hand_optim import SGD, Adam
 
 SGD_SETTINGS = [
     dict(lr=0.1),
@@ -54,7 +54,9 @@ def run_side_by_side(ours_cls, theirs_cls, settings, dtype, steps=25, skip_last=
                 params[-1].grad = None
             opt.step()
         for a, b in zip(ours_params, theirs_params):
-            assert torch.allclose(a, b, **tol), f"step {step}: max diff {(a - b).abs().max().item():.2e}"
+            assert torch.allclose(a, b, **tol), (
+                f"step {step}: max diff {(a - b).abs().max().item():.2e}"
+            )
     return ours_params
 
 
@@ -70,7 +72,9 @@ def test_adam_matches_torch_every_step(settings, dtype):
     run_side_by_side(Adam, torch.optim.Adam, settings, dtype)
 
 
-@pytest.mark.parametrize("cls, settings", [(SGD, dict(lr=0.1, momentum=0.9)), (Adam, dict(lr=1e-2))])
+@pytest.mark.parametrize(
+    "cls, settings", [(SGD, dict(lr=0.1, momentum=0.9)), (Adam, dict(lr=1e-2))]
+)
 def test_parameters_without_gradient_are_skipped(cls, settings):
     torch_cls = torch.optim.SGD if cls is SGD else torch.optim.Adam
     params = run_side_by_side(cls, torch_cls, settings, torch.float64, steps=5, skip_last=True)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from helpers import vision
-from helpers.data import TensorLoader
+from helpers import augment, models, optim
+from helpers.loader import TensorLoader
 
 
 def _constant_images(labels, size=8):
@@ -13,13 +13,21 @@ def _constant_images(labels, size=8):
 def test_augmentation_keeps_shapes_and_label_order():
     labels = torch.arange(64) % 10
     images = _constant_images(labels)
-    augment = vision.DeviceAugment(mean=[0, 0, 0], std=[1 / 255] * 3, padding=3, flip=True)
-    loader = TensorLoader(images, labels, batch_size=16, shuffle=True, transform=augment,
-                          generator=torch.Generator().manual_seed(0))
+    transform = augment.DeviceAugment(mean=[0, 0, 0], std=[1 / 255] * 3, padding=3, flip=True)
+    loader = TensorLoader(
+        images,
+        labels,
+        batch_size=16,
+        shuffle=True,
+        transform=transform,
+        generator=torch.Generator().manual_seed(0),
+    )
     seen = 0
     for x, y in loader:
         assert x.shape == (len(y), 3, 8, 8) and x.dtype == torch.float32
-        assert torch.allclose(x, y.float().view(-1, 1, 1, 1).expand_as(x), atol=1e-4)  # each image matches its label
+        assert torch.allclose(
+            x, y.float().view(-1, 1, 1, 1).expand_as(x), atol=1e-4
+        )  # each image matches its label
         seen += len(y)
     assert seen == 64
 
@@ -27,23 +35,23 @@ def test_augmentation_keeps_shapes_and_label_order():
 def test_random_crop_is_a_shift_of_each_image_and_flip_a_mirror():
     torch.manual_seed(0)
     x = torch.randn(32, 3, 10, 10)
-    cropped = vision.random_crop(x, padding=2, mode="constant")
+    cropped = augment.random_crop(x, padding=2, mode="constant")
     assert cropped.shape == x.shape
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(len(x)):  # each output is one of the 25 windows of its own padded image
-        windows = [padded[i, :, dy:dy + 10, dx:dx + 10] for dy in range(5) for dx in range(5)]
+        windows = [padded[i, :, dy : dy + 10, dx : dx + 10] for dy in range(5) for dx in range(5)]
         assert any(torch.equal(cropped[i], w) for w in windows)
-    flipped = vision.random_flip(x)
+    flipped = augment.random_flip(x)
     same = [torch.equal(a, b) for a, b in zip(flipped, x)]
     mirrored = [torch.equal(a, b.flip(2)) for a, b in zip(flipped, x)]
     assert all(s or m for s, m in zip(same, mirrored)) and any(same) and any(mirrored)
-    assert torch.equal(vision.random_crop(x, padding=0), x)
+    assert torch.equal(augment.random_crop(x, padding=0), x)
 
 
 def test_augmentation_varies_and_eval_transform_only_normalises():
     images = torch.randint(0, 256, (16, 3, 12, 12), dtype=torch.uint8)
-    mean, std = vision.channel_stats(images)
-    train, test = vision.DeviceAugment(mean, std), vision.DeviceAugment(mean, std, train=False)
+    mean, std = augment.channel_stats(images)
+    train, test = augment.DeviceAugment(mean, std), augment.DeviceAugment(mean, std, train=False)
     assert not torch.equal(train(images), train(images))
     expected = (images.float() / 255 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     assert torch.allclose(test(images), expected)
@@ -54,33 +62,35 @@ def test_augmentation_varies_and_eval_transform_only_normalises():
 
 def test_flip_tta_equals_averaging_the_two_views():
     torch.manual_seed(0)
-    model = vision.ResNet(widths=(8, 16, 16)).eval()
+    model = models.ResNet(widths=(8, 16, 16)).eval()
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         expected = (model(x) + model(torch.flip(x, dims=[3]))) / 2
-        assert torch.allclose(vision.FlipTTA(model)(x), expected, atol=1e-6)
+        assert torch.allclose(models.FlipTTA(model)(x), expected, atol=1e-6)
         symmetric = x + x.flip(3)  # a mirror-symmetric image: TTA changes nothing
-        assert torch.allclose(vision.FlipTTA(model)(symmetric), model(symmetric), atol=1e-5)
+        assert torch.allclose(models.FlipTTA(model)(symmetric), model(symmetric), atol=1e-5)
 
 
 @pytest.mark.parametrize("residual", [True, False])
 def test_resnet_output_shape_features_and_config(residual):
-    model = vision.ResNet(widths=(8, 16, 32), num_classes=7, residual=residual)
+    model = models.ResNet(widths=(8, 16, 32), num_classes=7, residual=residual)
     x = torch.randn(5, 3, 32, 32)
     assert model(x).shape == (5, 7)
     assert model.features(x).shape == (5, 32)
-    rebuilt = vision.ResNet(**model.config)
+    rebuilt = models.ResNet(**model.config)
     rebuilt.load_state_dict(model.state_dict())
     model.eval(), rebuilt.eval()
     assert torch.equal(rebuilt(x), model(x))
-    assert vision.baseline_cnn()(x).shape == (5, 10)
+    assert models.baseline_cnn()(x).shape == (5, 10)
 
 
 def test_whitening_stem_decorrelates_patches():
     torch.manual_seed(0)
     mixing = torch.tensor([[1.0, 0.0, 0.0], [0.8, 0.6, 0.0], [0.5, 0.5, 0.7]])
-    images = torch.einsum("ij,njhw->nihw", mixing, torch.randn(200, 3, 16, 16))  # correlated channels
-    model = vision.ResNet(widths=(8, 8, 8)).whiten(images)
+    images = torch.einsum(
+        "ij,njhw->nihw", mixing, torch.randn(200, 3, 16, 16)
+    )  # correlated channels
+    model = models.ResNet(widths=(8, 8, 8)).whiten(images)
     assert not model.stem.weight.requires_grad and model.stem.bias.requires_grad
     with torch.no_grad():
         out = torch.nn.functional.conv2d(images, model.stem.weight[:12])  # the 12 positive filters
@@ -90,18 +100,22 @@ def test_whitening_stem_decorrelates_patches():
 
 
 def test_param_groups_put_no_decay_on_norms_and_biases():
-    model = vision.ResNet(widths=(8, 8, 8)).whiten(torch.randn(10, 3, 8, 8))
-    decay, no_decay = vision.param_groups(model, 5e-4)
+    model = models.ResNet(widths=(8, 8, 8)).whiten(torch.randn(10, 3, 8, 8))
+    decay, no_decay = optim.param_groups(model, 5e-4)
     assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0
     assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
-    assert all(p is not model.stem.weight for p in decay["params"] + no_decay["params"])  # frozen: not optimised
-    assert len(decay["params"]) + len(no_decay["params"]) == len([p for p in model.parameters() if p.requires_grad])
+    assert all(
+        p is not model.stem.weight for p in decay["params"] + no_decay["params"]
+    )  # frozen: not optimised
+    assert len(decay["params"]) + len(no_decay["params"]) == len(
+        [p for p in model.parameters() if p.requires_grad]
+    )
 
 
 def test_bad_input_gives_clear_errors():
     with pytest.raises(ValueError, match="N×C×H×W"):
-        vision.normalize(torch.zeros(3, 8, 8, dtype=torch.uint8), [0] * 3, [1] * 3)
+        augment.normalize(torch.zeros(3, 8, 8, dtype=torch.uint8), [0] * 3, [1] * 3)
     with pytest.raises(ValueError, match="uint8"):
-        vision.normalize(torch.zeros(1, 3, 8, 8), [0] * 3, [1] * 3)
+        augment.normalize(torch.zeros(1, 3, 8, 8), [0] * 3, [1] * 3)
     with pytest.raises(ValueError, match="widths"):
-        vision.ResNet(widths=(8, 16))
+        models.ResNet(widths=(8, 16))

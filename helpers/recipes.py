@@ -1,0 +1,284 @@
+"""Training recipes: the settings that make a model train well, and the driver that applies them.
+
+- :class:`CifarRecipe` (chapter 03): an airbench-style ResNet (or the tutorial baseline) on
+  CIFAR-10; :data:`CIFAR_BUDGETS` sizes it for a GPU, a CPU or CI, :data:`CIFAR_BASELINE` is what
+  most tutorials do, and :func:`train_cifar` builds, trains and evaluates one recipe;
+- :class:`GPTRecipe` (chapter 04): the character GPT's shape and optimisation, "cpu" (five
+  minutes on two CPU cores, also used on MPS) and "gpu" (nanoGPT's Shakespeare-character recipe).
+
+Both are :class:`helpers.config.Config` dataclasses: ``recipe.replace(epochs=2)`` changes a copy
+and rejects unknown keys. Both build their optimizer and schedule with :mod:`helpers.optim`.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import optim
+from .augment import DeviceAugment, normalize
+from .config import Config
+from .gpt import GPTConfig
+from .loader import TensorLoader
+from .models import FlipTTA, ResNet, baseline_cnn
+from .train import cross_entropy, evaluate, fit
+
+# ----------------------------------------------------------------------- CIFAR-10 (chapter 03)
+
+
+@dataclass(frozen=True)
+class CifarRecipe(Config):
+    """Every setting of chapter 03's training run; the defaults are the recipe."""
+
+    model: str = "resnet"  # or "baseline" (baseline_cnn)
+    widths: tuple = (64, 256, 256)  # ResNet channels per group (airbench94's)
+    residual: bool = True  # ResNet: add the second conv's output back
+    batchnorm: bool = True  # ResNet: BatchNorm after every conv (else conv biases)
+    whiten: bool = True  # ResNet: stem set by PCA whitening of 2x2 patches, frozen
+    epochs: int = 10
+    batch_size: int = 256
+    optimizer: str = "sgd"  # "sgd" (Nesterov), "adamw" or "adam" (no weight decay)
+    lr: float = 0.8  # peak learning rate
+    momentum: float = 0.9
+    weight_decay: float = 1e-3  # on conv/linear weights only (optim.param_groups)
+    label_smoothing: float = 0.2
+    schedule: str = "onecycle"  # linear warm-up then linear decay, or "constant"
+    warmup: float = 0.25  # fraction of the steps spent warming up
+    min_lr_ratio: float = 1e-3  # the last step's learning rate, as a fraction of the peak
+    augment: bool = True  # random crop (translation) and flip
+    padding: int = 2  # random translation by up to this many pixels
+    tta: bool = True  # flip test-time augmentation in the final evaluation
+    channels_last: bool = True
+
+    def __post_init__(self):
+        if self.model not in ("resnet", "baseline"):
+            raise ValueError(f"model should be 'resnet' or 'baseline', got {self.model!r}.")
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+
+    def make_optimizer(self, model: nn.Module, total_steps: int):
+        """The optimizer and per-step schedule (or None) of this recipe."""
+        optimizer = optim.make_optimizer(
+            model, self.optimizer, self.lr, weight_decay=self.weight_decay, momentum=self.momentum
+        )
+        return optimizer, optim.make_schedule(
+            optimizer,
+            self.schedule,
+            total_steps,
+            warmup=self.warmup,
+            min_lr_ratio=self.min_lr_ratio,
+        )
+
+
+# The sizes of the recipe by hardware (the notebook and benchmarks/cifar10.py choose by device).
+CIFAR_BUDGETS = {
+    # airbench94-sized, for an A100/H100-class GPU; batch 1024 with airbench94's learning rate,
+    # momentum and weight decay translated to a mean loss (not yet measured on a GPU)
+    "gpu": {
+        "widths": (64, 256, 256),
+        "epochs": 16,
+        "batch_size": 1024,
+        "lr": 1.5,
+        "momentum": 0.85,
+        "weight_decay": 1.3e-3,
+    },
+    # a 2-core CPU: half the width (a quarter of the computation per image), 8 epochs
+    "cpu": {"widths": (32, 128, 128), "epochs": 8},
+    # CI-sized
+    "quick": {"widths": (16, 32, 32), "epochs": 2, "batch_size": 64},
+}
+
+# What most tutorials do: the three-conv network, Adam at its default rate, small batches,
+# no augmentation, no schedule, no label smoothing, no test-time augmentation.
+CIFAR_BASELINE = {
+    "model": "baseline",
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "batch_size": 64,
+    "schedule": "constant",
+    "label_smoothing": 0.0,
+    "augment": False,
+    "tta": False,
+}
+
+
+def cifar_model(
+    recipe: CifarRecipe, train_images: torch.Tensor | None = None, mean=None, std=None
+) -> nn.Module:
+    """The network a recipe describes (on the CPU); the whitening stem fits ``train_images``."""
+    if recipe.model == "baseline":
+        return baseline_cnn()
+    model = ResNet(recipe.widths, residual=recipe.residual, batchnorm=recipe.batchnorm)
+    if recipe.whiten:
+        if train_images is None:
+            raise ValueError(
+                "whiten=True needs train_images (uint8) and mean/std to compute the stem from."
+            )
+        every = max(
+            1, len(train_images) // 5000
+        )  # 5,000 images spread over the split (it may be sorted)
+        model.whiten(normalize(train_images[::every][:5000].cpu(), mean, std))
+    return model
+
+
+def cifar_loaders(recipe: CifarRecipe, train: tuple, evaluation: tuple, mean, std, seed: int = 0):
+    """(training loader with the recipe's augmentation, evaluation loader) over uint8 images."""
+    layout = {"channels_last": recipe.channels_last}
+    augment = DeviceAugment(mean, std, train=recipe.augment, padding=recipe.padding, **layout)
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = TensorLoader(*train, batch_size=recipe.batch_size, shuffle=True, drop_last=True,
+                                transform=augment, generator=generator)  # fmt: skip
+    eval_augment = DeviceAugment(mean, std, train=False, **layout)
+    return train_loader, TensorLoader(*evaluation, batch_size=1000, transform=eval_augment)
+
+
+def _compile_warm(
+    model: nn.Module, recipe: CifarRecipe, loaders, loss_fn, device
+) -> tuple[nn.Module, float]:
+    """``torch.compile(model)``, warmed up on a few batches, with the initial weights restored."""
+    import time
+
+    start = time.perf_counter()
+    net = torch.compile(model)
+    initial = copy.deepcopy(model.state_dict())
+    warm_optimizer, _ = recipe.replace(schedule="constant").make_optimizer(model, 1)
+    fit(
+        net,
+        loaders[0],
+        warm_optimizer,
+        steps=3,
+        loss_fn=loss_fn,
+        val_loader=loaders[1],
+        eval_batches=1,
+        device=device,
+        progress=False,
+    )
+    model.load_state_dict(initial)
+    return net, time.perf_counter() - start
+
+
+def train_cifar(
+    recipe: CifarRecipe,
+    train_images,
+    train_labels,
+    test_images,
+    test_labels,
+    *,
+    mean,
+    std,
+    device,
+    seed: int = 0,
+    compile: bool = False,
+    progress=None,
+) -> dict:
+    """Build, train and evaluate the model a :class:`CifarRecipe` describes.
+
+    Images are uint8 N×C×H×W tensors, best already on ``device``; ``test_*`` is the split the
+    per-epoch curve and the final accuracy are measured on. Returns a dict with the ``model``, the
+    ``history`` from :func:`helpers.train.fit`, ``test_accuracy`` (with flip TTA when
+    ``recipe.tta``), ``test_accuracy_no_tta``, ``train_seconds`` and ``images_per_second``.
+    ``compile=True`` runs the model through ``torch.compile``, warmed up before the clock starts;
+    ``compile_seconds`` says how long that took.
+    """
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    model = cifar_model(recipe, train_images, mean, std).to(device, memory_format=memory_format)
+    train_loader, test_loader = cifar_loaders(
+        recipe, (train_images, train_labels), (test_images, test_labels), mean, std, seed
+    )
+    loss_fn = functools.partial(cross_entropy, label_smoothing=recipe.label_smoothing)
+    net, compile_seconds = model, 0.0
+    if compile:
+        net, compile_seconds = _compile_warm(
+            model, recipe, (train_loader, test_loader), loss_fn, device
+        )
+    optimizer, scheduler = recipe.make_optimizer(model, recipe.epochs * len(train_loader))
+    options = dict(loss_fn=loss_fn, scheduler=scheduler, device=device, progress=progress)
+    history = fit(
+        net, train_loader, optimizer, epochs=recipe.epochs, val_loader=test_loader, **options
+    )
+    plain = history["val_accuracy"][-1]
+    tta = evaluate(FlipTTA(net), test_loader, loss_fn=loss_fn)["accuracy"] if recipe.tta else plain
+    seconds = history["seconds"][-1]
+    return {
+        "model": model,
+        "history": history,
+        "recipe": recipe,
+        "test_accuracy": tta,
+        "test_accuracy_no_tta": plain,
+        "train_seconds": seconds,
+        "compile_seconds": compile_seconds,
+        "images_per_second": recipe.epochs * len(train_loader) * recipe.batch_size / seconds,
+    }
+
+
+# --------------------------------------------------------------- the character GPT (chapter 04)
+
+
+@dataclass(frozen=True)
+class GPTRecipe(Config):
+    """The GPT's shape and its optimisation: AdamW, warmup, cosine decay, gradient clipping."""
+
+    name: str = "cpu"
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 64
+    dropout: float = 0.0
+    bias: bool = True
+    batch_size: int = 64
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100  # at most a tenth of the steps
+    steps: int = 1000
+    weight_decay: float = 0.1
+    betas: tuple = (0.9, 0.99)
+    grad_clip: float = 1.0
+
+    def model_config(self, vocab_size: int) -> GPTConfig:
+        """The :class:`GPTConfig` part of the recipe."""
+        return GPTConfig(
+            vocab_size=vocab_size,
+            block_size=self.block_size,
+            n_layer=self.n_layer,
+            n_head=self.n_head,
+            n_embd=self.n_embd,
+            dropout=self.dropout,
+            bias=self.bias,
+        )
+
+    def make_optimizer(self, model: nn.Module, total_steps: int | None = None):
+        """AdamW (fused on CUDA) with decay on matrices only, and the warmup + cosine schedule."""
+        total = total_steps or self.steps
+        optimizer = optim.make_optimizer(
+            model, "adamw", self.lr, weight_decay=self.weight_decay, betas=tuple(self.betas)
+        )
+        warmup = min(self.warmup_steps, total // 10) / total
+        return optimizer, optim.make_schedule(
+            optimizer, "cosine", total, warmup=warmup, min_lr_ratio=self.min_lr_ratio
+        )
+
+
+GPT_RECIPES = {
+    "cpu": GPTRecipe(),
+    "gpu": GPTRecipe(
+        name="gpu",
+        n_layer=6,
+        n_head=6,
+        n_embd=384,
+        block_size=256,
+        dropout=0.2,
+        lr=1e-3,
+        steps=5000,
+        bias=False,
+    ),
+}
+
+
+def gpt_recipe(device) -> GPTRecipe:
+    """The recipe for ``device``: "gpu" on CUDA, "cpu" elsewhere (CPU, Apple MPS)."""
+    return GPT_RECIPES["gpu" if torch.device(device).type == "cuda" else "cpu"]
