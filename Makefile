@@ -23,10 +23,13 @@ book: $(STAMP)
 
 test: unit notebooks book
 
-unit: $(STAMP)
+unit: lint
+	$(BIN)/python -m pytest tests
+
+# ruff: pyflakes, pycodestyle, isort and bugbear rules, and the formatter (pyproject.toml)
+lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest tests
 
 # Quick mode on copies, so the committed full-run outputs stay untouched.
 notebooks: $(STAMP)
