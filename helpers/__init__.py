@@ -19,6 +19,7 @@ models         ConvNet, the baseline CNN, the ResNet, flip TTA
 gpt            the GPT: attention, blocks, sampling, KV cache, loading
 tokenizer      text to ids and back
 recipes        training recipes: CIFAR-10 (chapter 03) and the character GPT (chapter 04)
+finetune       fine-tuning: freezing, new heads, per-layer learning rates, label budgets (ch. 05)
 config         dataclass configs that reject unknown keys
 summary        a per-layer table of a model, parameter counts
 checkpoint     save atomically, load safely, resume exactly
@@ -48,6 +49,7 @@ MODULES = (
     "gpt",
     "tokenizer",
     "recipes",
+    "finetune",
     "config",
     "summary",
     "checkpoint",
