@@ -20,6 +20,11 @@ gpt            the GPT: attention, blocks, sampling, KV cache, loading
 tokenizer      text to ids and back
 recipes        training recipes: CIFAR-10 (chapter 03) and the character GPT (chapter 04)
 finetune       fine-tuning: freezing, new heads, per-layer learning rates, label budgets (ch. 05)
+lora           LoRA by hand: LoRALinear, apply by name, merge/unmerge, adapter save/load
+shakespeare    Tiny Shakespeare for fine-tuning: chapter 04's split and model, speeches
+classify       a GPT as a classifier: padding, last-token head, the speaker task, strategies
+instruct       instruction tuning: the prompt template, the masked-loss collate
+gpt2           GPT-2 weights (safetensors) in the course's GPT, GPT-2's BPE tokenizer
 config         dataclass configs that reject unknown keys
 summary        a per-layer table of a model, parameter counts
 checkpoint     save atomically, load safely, resume exactly
@@ -50,6 +55,11 @@ MODULES = (
     "tokenizer",
     "recipes",
     "finetune",
+    "lora",
+    "shakespeare",
+    "classify",
+    "instruct",
+    "gpt2",
     "config",
     "summary",
     "checkpoint",

@@ -33,8 +33,14 @@ class GPTConfig(Config):
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True
+    gelu_approximate: str = "none"  # "tanh": GPT-2's approximation (nn.GELU's `approximate`)
 
     def __post_init__(self):
+        if self.gelu_approximate not in ("none", "tanh"):
+            raise ValueError(
+                f"gelu_approximate should be 'none' (exact GELU) or 'tanh' (GPT-2's), "
+                f"got {self.gelu_approximate!r}."
+            )
         if self.n_embd % self.n_head:
             raise ValueError(
                 f"n_embd={self.n_embd} must be divisible by n_head={self.n_head} "
@@ -108,12 +114,17 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    """Position-wise feed-forward network: Linear(C, 4C), GELU, Linear(4C, C), dropout."""
+    """Position-wise feed-forward network: Linear(C, 4C), GELU, Linear(4C, C), dropout.
 
-    def __init__(self, n_embd: int, dropout: float = 0.0, bias: bool = True):
+    ``gelu_approximate="tanh"`` is GPT-2's tanh approximation of the GELU.
+    """
+
+    def __init__(
+        self, n_embd: int, dropout: float = 0.0, bias: bool = True, gelu_approximate: str = "none"
+    ):
         super().__init__()
         self.fc = nn.Linear(n_embd, 4 * n_embd, bias=bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate=gelu_approximate)
         self.proj = nn.Linear(4 * n_embd, n_embd, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
@@ -124,12 +135,19 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True):
+    def __init__(
+        self,
+        n_embd: int,
+        n_head: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        gelu_approximate: str = "none",
+    ):
         super().__init__()
         self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
         self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias)
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
-        self.mlp = MLP(n_embd, dropout, bias)
+        self.mlp = MLP(n_embd, dropout, bias, gelu_approximate)
 
     def forward(self, x: torch.Tensor, cache: LayerCache | None = None) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x), cache)
@@ -152,7 +170,9 @@ class GPT(nn.Module):
         self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
-            Block(config.n_embd, config.n_head, config.dropout, config.bias)
+            Block(
+                config.n_embd, config.n_head, config.dropout, config.bias, config.gelu_approximate
+            )
             for _ in range(config.n_layer)
         )
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
