@@ -20,6 +20,14 @@ import random
 __all__ = ["Value", "Module", "Neuron", "Layer", "MLP"]
 
 
+def _sigmoid(x: float) -> float:
+    """1 / (1 + e^-x) in one of two equal forms, so that exp never overflows."""
+    if x >= 0:
+        return 1 / (1 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1 + e)
+
+
 class Value:
     """A scalar that records how it was computed, so that gradients can flow back to its inputs."""
 
@@ -136,13 +144,17 @@ class Value:
         return Value(max(self.data, 0.0), (self,), (1.0 if self.data > 0 else 0.0,), "relu")
 
     def sigmoid(self):
-        x = self.data
-        if x >= 0:  # two forms, so that exp never overflows
-            s = 1 / (1 + math.exp(-x))
-        else:
-            e = math.exp(x)
-            s = e / (1 + e)
+        s = _sigmoid(self.data)
         return Value(s, (self,), (s * (1 - s),), "sigmoid")
+
+    def softplus(self):
+        """log(1 + e^x), as max(x, 0) + log1p(e^-|x|): exp never overflows, whatever x is.
+
+        Its derivative is the sigmoid. The logistic loss of a score s is ``(-s).softplus()``.
+        """
+        x = self.data
+        out = max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+        return Value(out, (self,), (_sigmoid(x),), "softplus")
 
     # ------------------------------------------------------------------ backpropagation
 

@@ -4,7 +4,9 @@
 - :func:`baseline_cnn`: the plain three-convolution network most tutorials show (chapter 03);
 - :class:`ResNet`: a small residual network in the style of airbench (Keller Jordan) and
   ResNet-9 (David Page), with a patch-whitening first layer (:func:`whitening_weights`);
-- :class:`FlipTTA`: test-time augmentation that averages the logits of an image and its mirror.
+- :func:`identity_init`: airbench's identity (dirac) initialisation of a network's 3×3 convs;
+- :class:`FlipTTA`: test-time augmentation that averages the logits of an image and its mirror;
+  :class:`TranslateTTA` adds airbench94's two one-pixel translations (reflect padding).
 
 The GPT lives in :mod:`helpers.gpt`; the recipes that train these in :mod:`helpers.recipes`.
 """
@@ -109,7 +111,9 @@ def whitening_weights(
     ``images`` are normalised float images (N×C×H×W). The covariance of all their patches has
     eigenvectors ``v_k`` and eigenvalues ``λ_k`` (largest first); filter ``k`` is
     ``v_k / sqrt(λ_k + eps)``, so the
-    layer's outputs are uncorrelated with unit variance. Each filter also comes with its negative
+    layer's outputs are uncorrelated, with variance ``λ_k / (λ_k + eps)``: close to 1 where
+    ``λ_k`` is well above ``eps``, smaller for the faintest directions (``eps`` keeps them from
+    being blown up). Each filter also comes with its negative
     (so a following ReLU/GELU loses nothing): ``2·C·k²`` filters in all.
     """
     check_images(images)
@@ -145,6 +149,22 @@ class ConvGroup(nn.Module):
         x = self.act(self.norm1(self.pool(self.conv1(x))))
         y = self.act(self.norm2(self.conv2(x)))
         return x + y if self.residual else y
+
+
+@torch.no_grad()
+def identity_init(model: nn.Module) -> nn.Module:
+    """Set the first ``in_channels`` filters of every 3×3 convolution to the identity (dirac).
+
+    As airbench94 does (its ``Conv.reset_parameters``): at initialisation such a conv passes its
+    input through to its first outputs unchanged (the remaining filters keep PyTorch's random
+    initialisation), so even a network without residual connections starts close to an identity
+    map. Returns ``model``.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and module.kernel_size == (3, 3):
+            weight = module.weight
+            nn.init.dirac_(weight[: min(weight.shape[0], weight.shape[1])])
+    return model
 
 
 class ResNet(nn.Module):
@@ -216,3 +236,24 @@ class FlipTTA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (self.model(x) + self.model(x.flip(3))) / 2
+
+
+class TranslateTTA(nn.Module):
+    """airbench94's test-time augmentation (its ``tta_level=2``): flips and translations.
+
+    ``0.5 · flip-TTA(x) + 0.25 · flip-TTA(x shifted by (+shift, +shift)) + 0.25 · flip-TTA(x
+    shifted by (-shift, -shift))``, where a shift reflect-pads the batch by ``shift`` pixels and
+    cuts a window at a corner (no pixel wraps around, unlike ``torch.roll``). Six forward passes.
+    """
+
+    def __init__(self, model: nn.Module, shift: int = 1):
+        super().__init__()
+        self.flip, self.shift = FlipTTA(model), shift
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w, s = x.shape[-2], x.shape[-1], self.shift
+        padded = F.pad(x, (s,) * 4, mode="reflect")
+        shifted = [padded[..., :h, :w], padded[..., 2 * s : 2 * s + h, 2 * s : 2 * s + w]]
+        if x.is_contiguous(memory_format=torch.channels_last):
+            shifted = [v.contiguous(memory_format=torch.channels_last) for v in shifted]
+        return 0.5 * self.flip(x) + 0.25 * (self.flip(shifted[0]) + self.flip(shifted[1]))

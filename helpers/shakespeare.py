@@ -1,7 +1,8 @@
 """Tiny Shakespeare as fine-tuning material (chapter 06): chapter 04's split and model, speeches.
 
 - :func:`pretraining_split`: the character index where chapter 04's training text ends (the first
-  90% trained the character GPT, the last 10% validated it);
+  90% trained the character GPT; of the last 10%, 90-95% validated it and 95-100% tested it,
+  see :func:`test_split`);
 - :func:`load_char_gpt`: chapter 04's model, tokenizer and checkpoint, trained first with chapter
   04's recipe (:func:`pretrain_char_gpt`) when the checkpoint is missing;
 - :func:`speeches`: the text cut into speeches (speaker, body, where it starts and ends), and
@@ -20,21 +21,29 @@ from .checkpoint import checkpoint_path
 from .env import is_quick
 
 PRETRAIN_FRACTION = 0.9  # chapter 04: the first 90% of the characters trained the model
+TEST_FRACTION = 0.95  # chapter 04: 90-95% validation (curves, best checkpoint), 95-100% test
 QUICK_RECIPE = dict(
-    n_layer=2, n_head=4, n_embd=64, block_size=32, batch_size=32, steps=300, warmup_steps=30
-)  # chapter 04 quick mode
+    n_layer=2, n_head=4, n_embd=64, block_size=32, batch_size=32, steps=300, warmup_steps=30,
+    eval_every=30,
+)  # chapter 04 quick mode  # fmt: skip
 
 
 def pretraining_split(text: str) -> int:
-    """Chapter 04's cut: ``text[:cut]`` trained the character GPT, ``text[cut:]`` validated it."""
+    """Chapter 04's cut: ``text[:cut]`` trained the character GPT, ``text[cut:]`` was held out."""
     return int(PRETRAIN_FRACTION * len(text))
+
+
+def test_split(text: str) -> int:
+    """Chapter 04's second cut: ``text[cut:test]`` validated the GPT, ``text[test:]`` tested it."""
+    return int(TEST_FRACTION * len(text))
 
 
 def pretrain_char_gpt(device, text: str | None = None, progress=None):
     """Train chapter 04's recipe for ``device`` (its quick version in quick mode) and save it.
 
     The same model, data split, optimizer, schedule and checkpoint as the notebook of chapter 04:
-    random windows of the first 90% of the text, the whole last 10% for the validation loss.
+    random windows of the first 90% of the text, the weights of the best evaluation on the
+    validation part (90-95%) kept, and the loss on the whole held-out 10% saved as ``val_loss``.
     Returns the checkpoint path.
     """
     from .checkpoint import save_checkpoint
@@ -50,8 +59,8 @@ def pretrain_char_gpt(device, text: str | None = None, progress=None):
     recipe = recipe.replace(**QUICK_RECIPE) if is_quick() else recipe
     tokenizer = CharTokenizer.from_text(text)
     data = torch.tensor(tokenizer.encode(text), dtype=torch.long)
-    cut = pretraining_split(text)
-    train_data, val_data = data[:cut].to(device), data[cut:].to(device)
+    cut, test = pretraining_split(text), test_split(text)
+    train_data, held_out = data[:cut].to(device), data[cut:].to(device)
     torch.manual_seed(0)
     config = recipe.model_config(tokenizer.vocab_size)
     model = GPT(config).to(device)
@@ -59,6 +68,7 @@ def pretrain_char_gpt(device, text: str | None = None, progress=None):
     stream = random_windows(
         train_data, config.block_size, recipe.batch_size, torch.Generator().manual_seed(1)
     )
+    val = TensorLoader(*split_windows(held_out[: test - cut], config.block_size), batch_size=64)
     fit(
         model,
         stream,
@@ -66,10 +76,13 @@ def pretrain_char_gpt(device, text: str | None = None, progress=None):
         steps=recipe.steps,
         scheduler=scheduler,
         grad_clip=recipe.grad_clip,
+        val_loader=val,
+        eval_every=recipe.eval_every,
+        keep_best=True,
         progress=progress,
     )
-    val = TensorLoader(*split_windows(val_data, config.block_size), batch_size=64)
-    val_loss = evaluate(model, val)["loss"]
+    held = TensorLoader(*split_windows(held_out, config.block_size), batch_size=64)
+    val_loss = evaluate(model, held)["loss"]
     return save_checkpoint(
         checkpoint_path("char_gpt"),
         model,

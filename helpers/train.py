@@ -162,6 +162,11 @@ def _record(
         history["val_accuracy"].append(metrics["accuracy"])
 
 
+def _copy_state(model) -> dict:
+    """A copy of the model's weights and buffers, on their device."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def _plan(train_loader, epochs, steps, eval_every) -> tuple[int, int | None, int]:
     """(total steps, steps per epoch or None, evaluate every so many steps)."""
     if (epochs is None) == (steps is None):
@@ -198,6 +203,7 @@ def fit(
     grad_clip: float | None = None,
     eval_every: int | None = None,
     eval_batches: int | None = None,
+    keep_best: bool = False,
     progress: bool | None = None,
 ) -> dict:
     """Train ``model`` and return its history.
@@ -214,7 +220,12 @@ def fit(
     The history has one entry per evaluation: ``step``, ``epoch`` (fractional inside an epoch;
     loaders with a length only), ``train_loss`` (mean since the previous entry), ``val_loss``,
     ``val_accuracy``, ``lr`` and ``seconds`` (training time so far, evaluation excluded).
+    ``keep_best=True`` (needs ``val_loader``) loads back, at the end, the weights of the evaluation
+    with the lowest ``val_loss`` (its step is ``history["best_step"]``): best-checkpoint selection,
+    so ``val_loader`` must not be the split the final result is reported on.
     """
+    if keep_best and val_loader is None:
+        raise ValueError("keep_best=True selects weights by validation loss: pass val_loader.")
     steps, steps_per_epoch, eval_every = _plan(train_loader, epochs, steps, eval_every)
     device = _device_of(model, device)
     policy = choose(device, precision)
@@ -229,7 +240,7 @@ def fit(
         precision=policy,
         max_batches=eval_batches,
     )
-    history, losses, seconds = defaultdict(list), [], 0.0
+    history, losses, seconds, best = defaultdict(list), [], 0.0, None
     bar = progress_bar(
         total=steps, desc="training", **({} if progress is None else {"disable": not progress})
     )
@@ -246,8 +257,13 @@ def fit(
             epoch = step / steps_per_epoch if steps_per_epoch else None
             lr = optimizer.param_groups[0]["lr"]
             _record(history, step, epoch, losses, lr, seconds, measure() if measure else None)
+            if keep_best and (best is None or history["val_loss"][-1] < best[0]):
+                best = history["val_loss"][-1], step, _copy_state(model)
             bar.set_postfix({k: f"{v[-1]:.4f}" for k, v in history.items() if k.endswith("_loss")})
             losses = []
             start = time.perf_counter()
     bar.close()
+    if best is not None:
+        model.load_state_dict(best[2])
+        history["best_step"] = best[1]
     return dict(history)

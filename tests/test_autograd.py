@@ -68,6 +68,21 @@ def test_relu_and_sigmoid_at_the_edges(x):
         assert v.grad == pytest.approx(t.grad.item(), rel=1e-12, abs=1e-300), name
 
 
+@pytest.mark.parametrize("x", [-1000.0, -800.0, -40.0, -1.0, 0.0, 1e-3, 3.0, 40.0, 1000.0])
+def test_softplus_is_stable_and_matches_torch(x):
+    v = Value(x)
+    out = v.softplus()
+    out.backward()
+    t = tensors(x)[0]
+    torch.nn.functional.softplus(t).backward()
+    expected = torch.nn.functional.softplus(t).item()
+    assert out.data == pytest.approx(expected, rel=1e-14, abs=1e-300)
+    assert out.data == pytest.approx(
+        -torch.nn.functional.logsigmoid(-t).item(), rel=1e-14, abs=1e-300
+    )
+    assert v.grad == pytest.approx(t.grad.item(), rel=1e-12, abs=1e-300)
+
+
 def test_reused_node_accumulates():
     a = Value(3.0)
     b = a + a

@@ -119,3 +119,26 @@ def test_bad_input_gives_clear_errors():
         augment.normalize(torch.zeros(1, 3, 8, 8), [0] * 3, [1] * 3)
     with pytest.raises(ValueError, match="widths"):
         models.ResNet(widths=(8, 16))
+
+
+def test_identity_init_makes_3x3_convs_pass_their_input_through():
+    torch.manual_seed(0)
+    model = models.identity_init(models.ResNet(widths=(8, 16, 16)))
+    conv = model.groups[1].conv1  # 8 -> 16 channels: the first 8 filters are the identity
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        assert torch.allclose(conv(x)[:, :8], x, atol=1e-6)
+    assert model.stem.kernel_size == (2, 2)  # the stem is left to the whitening
+
+
+def test_translate_tta_is_airbench_weighting_of_flips_and_shifts():
+    torch.manual_seed(0)
+    model = models.ResNet(widths=(8, 8, 8)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    flip = models.FlipTTA(model)
+    with torch.no_grad():
+        expected = 0.5 * flip(x) + 0.25 * (flip(padded[..., :32, :32]) + flip(padded[..., 2:, 2:]))
+        assert torch.allclose(models.TranslateTTA(model)(x), expected, atol=1e-6)
+        cl = x.contiguous(memory_format=torch.channels_last)
+        assert torch.allclose(models.TranslateTTA(model)(cl), expected, atol=1e-5)

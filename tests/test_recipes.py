@@ -20,9 +20,11 @@ def _cifar_like(n, seed):
     return images, labels
 
 
-@pytest.mark.parametrize("change", [{}, recipes.CIFAR_BASELINE])
+@pytest.mark.parametrize(
+    "change", [{}, recipes.CIFAR_BASELINE, {"flip": "random", "tta": "flip", "bias_lr_scale": 8.0}]
+)
 def test_cifar_recipe_at_toy_size_without_float64(change):
-    (train_x, train_y), (test_x, test_y) = _cifar_like(256, 0), _cifar_like(128, 1)
+    (train_x, train_y), (val_x, val_y) = _cifar_like(256, 0), _cifar_like(128, 1)
     mean = torch.tensor([0.5, 0.5, 0.5])
     std = torch.tensor([0.25, 0.25, 0.25])
     recipe = recipes.CifarRecipe().replace(**recipes.CIFAR_BUDGETS["quick"]).replace(**change)
@@ -31,15 +33,15 @@ def test_cifar_recipe_at_toy_size_without_float64(change):
             recipe,
             train_x,
             train_y,
-            test_x,
-            test_y,
+            val_x,
+            val_y,
             mean=mean,
             std=std,
             device="cpu",
             progress=False,
         )
     assert len(result["history"]["val_accuracy"]) == recipe.epochs
-    assert 0 <= result["test_accuracy"] <= 1 and result["images_per_second"] > 0
+    assert 0 <= result["val_accuracy"] <= 1 and result["images_per_second"] > 0
 
 
 def test_gpt_recipe_at_toy_size_without_float64():
@@ -156,3 +158,60 @@ def test_recipes_reject_unknown_keys_in_one_place():
     recipe = recipes.CifarRecipe().replace(widths=[8, 8, 8])
     assert recipe.widths == (8, 8, 8) and recipes.CifarRecipe.from_dict(recipe.to_dict()) == recipe
     assert recipes.gpt_recipe("cpu").name == "cpu" and recipes.gpt_recipe("cuda").name == "gpu"
+
+
+def test_holdout_split_is_disjoint_stratified_and_deterministic():
+    labels = torch.arange(300) % 10  # 30 images of each class
+    train, val = recipes.holdout_split(labels, per_class=5, seed=3)
+    assert len(val) == 50 and len(train) == 250
+    assert set(train.tolist()).isdisjoint(val.tolist())
+    assert sorted(train.tolist() + val.tolist()) == list(range(300))
+    assert torch.bincount(labels[val]).tolist() == [5] * 10  # stratified
+    again_train, again_val = recipes.holdout_split(labels, per_class=5, seed=3)
+    assert torch.equal(val, again_val) and torch.equal(train, again_train)
+    assert not torch.equal(val, recipes.holdout_split(labels, per_class=5, seed=4)[1])
+    with pytest.raises(ValueError, match="lower per_class"):
+        recipes.holdout_split(labels, per_class=30)
+
+
+def test_bias_lr_scale_gives_batchnorm_biases_their_own_group():
+    model = models.ResNet(widths=(8, 8, 8)).whiten(torch.randn(10, 3, 8, 8))
+    recipe = recipes.CifarRecipe().replace(bias_lr_scale=64.0, lr=0.5)
+    opt, _ = recipe.make_optimizer(model, total_steps=10)
+    biases = {id(m.bias) for m in model.modules() if isinstance(m, nn.BatchNorm2d)}
+    fast = opt.param_groups[-1]
+    assert {id(p) for p in fast["params"]} == biases and fast["weight_decay"] == 0
+    assert fast["max_lr"] == pytest.approx(32.0)  # the one-cycle peak of this group
+    assert all(id(p) not in biases for g in opt.param_groups[:-1] for p in g["params"])
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    assert {id(p) for g in opt.param_groups for p in g["params"]} == trainable
+
+
+def test_alternating_flip_mirrors_every_image_on_every_second_epoch():
+    images = torch.arange(8 * 3 * 4 * 4, dtype=torch.uint8).view(8, 3, 4, 4)
+    labels = torch.arange(8)
+    loader = recipes.AlternatingFlipLoader(images, labels, batch_size=4, shuffle=True)
+    epochs = [dict(zip(y.tolist(), x)) for _ in range(3) for x, y in [_gather(loader)]]
+    for i in range(8):
+        assert torch.equal(epochs[0][i], images[i]) and torch.equal(epochs[2][i], images[i])
+        assert torch.equal(epochs[1][i], images[i].flip(2))
+
+
+def _gather(loader):
+    xs, ys = zip(*loader)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def test_cifar_tta_modes_and_evaluation():
+    torch.manual_seed(0)
+    model = models.ResNet(widths=(8, 8, 8)).eval()
+    assert recipes.cifar_tta(model, "none") is model
+    assert isinstance(recipes.cifar_tta(model, "flip"), models.FlipTTA)
+    assert isinstance(recipes.cifar_tta(model, "translate"), models.TranslateTTA)
+    with pytest.raises(ValueError, match="tta"):
+        recipes.cifar_tta(model, "roll")
+    images, labels = _cifar_like(20, 2)
+    accuracy = recipes.evaluate_cifar(
+        model, images, labels, mean=[0.5] * 3, std=[0.25] * 3, tta="translate"
+    )
+    assert 0 <= accuracy <= 1
