@@ -1,0 +1,265 @@
+"""Where training memory goes, measured, and the two ways to spend less of it on one device.
+
+- Accounting: :func:`state_bytes` (weights, gradients and AdamW's moments per parameter, by
+  precision and by how much of it is sharded over how many ranks), :func:`gpt_parameters` and
+  :func:`activation_bytes` (what autograd keeps for the backward pass of the course's GPT),
+  :func:`training_bytes` (all of it for one rank);
+- Measurement: :func:`held_bytes` (the tensors a model and its optimizer hold),
+  :func:`saved_activation_bytes` (the tensors autograd saves, deduplicated by storage) and
+  :func:`peak_bytes` (``torch.cuda.max_memory_allocated`` on a GPU, the profiler's allocation
+  record on the CPU);
+- Saving memory: :func:`accumulate_gradients` (k micro-batches, one optimizer step, the same
+  gradients as one big batch) and :func:`checkpoint_blocks` (activation checkpointing of the
+  GPT's blocks with ``torch.utils.checkpoint``).
+
+Chapter 07 derives the formulas and checks every one against a measurement.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# Bytes per parameter of each part of the training state, by precision (AdamW: two moments).
+# "bf16": mixed precision as in ZeRO (Rajbhandari et al., 2020) and FSDP's MixedPrecisionPolicy:
+# 16-bit weights and gradients for the computation, a float32 master copy and float32 moments.
+PRECISIONS = {
+    "fp32": {"weights": 4, "grads": 4, "master": 0, "moments": 8},
+    "bf16": {"weights": 2, "grads": 2, "master": 4, "moments": 8},
+}
+# What is split over the ranks: nothing (DDP), the optimizer state (ZeRO-1), also the gradients
+# (ZeRO-2), or everything (ZeRO-3, FSDP's full sharding).
+SHARDINGS = {
+    "none": (),
+    "optimizer": ("master", "moments"),
+    "gradients": ("master", "moments", "grads"),
+    "full": ("master", "moments", "grads", "weights"),
+}
+
+
+def state_bytes(
+    parameters: int, precision: str = "fp32", sharding: str = "none", world_size: int = 1
+) -> dict:
+    """Bytes of weights, gradients and optimizer state (master copy + moments) on one rank.
+
+    ``sharding`` is one of :data:`SHARDINGS`; a sharded part is divided by ``world_size``.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {sorted(PRECISIONS)}.")
+    if sharding not in SHARDINGS:
+        raise ValueError(f"sharding {sharding!r} is not one of {list(SHARDINGS)}.")
+    if world_size < 1:
+        raise ValueError(f"world_size must be at least 1, got {world_size}.")
+    per = {
+        part: size / (world_size if part in SHARDINGS[sharding] else 1)
+        for part, size in PRECISIONS[precision].items()
+    }
+    return {
+        "weights": parameters * per["weights"],
+        "grads": parameters * per["grads"],
+        "optimizer": parameters * (per["master"] + per["moments"]),
+    }
+
+
+def gpt_parameters(config) -> int:
+    """Parameters of :class:`helpers.gpt.GPT` (tied embedding counted once), from its shape.
+
+    Per block: attention ``4C² (+4C)``, MLP ``8C² (+5C)``, two LayerNorms ``2C (+2C)``;
+    the bracketed terms are biases. Plus token and position embeddings and the final LayerNorm.
+    """
+    c, n_layer, bias = config.n_embd, config.n_layer, config.bias
+    block = 12 * c * c + (13 * c if bias else 2 * c)
+    return (config.vocab_size + config.block_size) * c + n_layer * block + (2 * c if bias else c)
+
+
+def activation_bytes(
+    config,
+    batch_size: int,
+    seq_len: int | None = None,
+    element_size: int = 4,
+    checkpointing: bool = False,
+) -> int:
+    """Bytes autograd saves for the backward pass of the GPT on a (batch, seq_len) batch.
+
+    Counted tensor by tensor for this implementation (fused attention, no dropout), per block:
+    the block input, the two LayerNorm outputs, Q/K/V, the attention output, the residual,
+    the MLP's hidden layer before and after the GELU: ``16·B·T·C`` elements, plus the LayerNorm
+    statistics ``4·B·T`` and attention's log-sum-exp ``B·H·T``. Then the final LayerNorm and
+    the head's input ``2·B·T·C + 2·B·T``, the log-softmax of the logits ``B·T·V``, and the
+    int64 token ids, targets and positions, and one float32 scalar (the loss's total weight).
+    ``element_size=4`` is exact for float32 (chapter 07 checks it); 2 estimates 16-bit
+    activations. With ``checkpointing`` each block keeps only
+    its input, and one block's activations are recomputed at a time in the backward pass.
+    """
+    b, t = batch_size, seq_len or config.block_size
+    c, h, v = config.n_embd, config.n_head, config.vocab_size
+    block = 16 * b * t * c + 4 * b * t + b * h * t
+    # checkpointed: every block's input, and one block recomputed (its input counted once)
+    kept = (
+        config.n_layer * (b * t * c) + block - b * t * c
+        if checkpointing
+        else config.n_layer * block
+    )
+    head = 2 * b * t * c + 2 * b * t + b * t * v
+    # + int64 token ids, targets and positions, and the loss's float32 total weight (a scalar)
+    return (kept + head) * element_size + 8 * (2 * b * t + t) + 4
+
+
+def training_bytes(
+    config,
+    batch_size: int,
+    precision: str = "fp32",
+    sharding: str = "none",
+    world_size: int = 1,
+    checkpointing: bool = False,
+) -> dict:
+    """Bytes on one rank: :func:`state_bytes` plus :func:`activation_bytes` for its batch."""
+    state = state_bytes(gpt_parameters(config), precision, sharding, world_size)
+    element = 4 if precision == "fp32" else 2
+    acts = activation_bytes(config, batch_size, element_size=element, checkpointing=checkpointing)
+    return {**state, "activations": acts, "total": sum(state.values()) + acts}
+
+
+# --------------------------------------------------------------------------- measurement
+
+
+def _storage_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (views of one storage count once)."""
+    seen = {}
+    for t in tensors:
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = storage.nbytes()
+    return sum(seen.values())
+
+
+def held_bytes(model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Bytes the model's parameters, their gradients and the optimizer's state actually hold.
+
+    ``optimizer`` splits into ``moments`` (state tensors shaped like a parameter, e.g. Adam's
+    ``exp_avg`` and ``exp_avg_sq``) and ``other`` (e.g. Adam's one-element ``step`` counters).
+    """
+    params = list(model.parameters())
+    out = {
+        "weights": _storage_bytes(params),
+        "grads": _storage_bytes(p.grad for p in params if p.grad is not None),
+    }
+    moments, other = [], []
+    for param, state in optimizer.state.items() if optimizer is not None else []:
+        for value in state.values():
+            if isinstance(value, torch.Tensor):
+                (moments if value.shape == param.shape else other).append(value)
+    out["moments"], out["other"] = _storage_bytes(moments), _storage_bytes(other)
+    return out
+
+
+def saved_activation_bytes(fn, exclude: nn.Module | None = None):
+    """Run ``fn()`` and return ``(its result, bytes of the tensors autograd saved for backward)``.
+
+    Saved tensors are caught with ``torch.autograd.graph.saved_tensors_hooks`` and counted once
+    per storage; the parameters of ``exclude`` (the model) are not activations and are skipped.
+    Tensors kept by ``torch.utils.checkpoint`` regions are not seen: use :func:`peak_bytes`.
+    """
+    skip = {p.untyped_storage().data_ptr() for p in exclude.parameters()} if exclude else set()
+    saved = []
+
+    def pack(tensor):
+        if tensor.untyped_storage().data_ptr() not in skip:
+            saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        result = fn()
+    return result, _storage_bytes(saved)
+
+
+def peak_bytes(fn, device):
+    """Run ``fn()`` and return ``(its result, the peak of memory allocated while it ran)``.
+
+    The peak is counted above what was allocated when ``fn`` started. On CUDA it is
+    ``torch.cuda.max_memory_allocated``; on the CPU the allocations and frees that the PyTorch
+    profiler records (``profile_memory=True``), added up in time order. MPS is not supported:
+    measure on the CPU there.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.memory_allocated(device)
+        result = fn()
+        torch.cuda.synchronize(device)
+        return result, torch.cuda.max_memory_allocated(device) - start
+    if device.type != "cpu":
+        raise ValueError(f"peak_bytes measures cuda or cpu, not {device.type}; use the CPU.")
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        result = fn()
+    events = sorted(
+        (e for e in prof.events() if e.self_cpu_memory_usage),
+        key=lambda e: e.time_range.start,
+    )
+    current = peak = 0
+    for event in events:
+        current += event.self_cpu_memory_usage
+        peak = max(peak, current)
+    return result, peak
+
+
+# --------------------------------------------------------------------------- saving memory
+
+
+def accumulate_gradients(model: nn.Module, micro_batches, loss_fn=None) -> float:
+    """Backward over micro-batches so that the gradients equal those of one big batch.
+
+    Each micro-batch's loss is a *sum* over its targets, divided by the number of targets in
+    all micro-batches together (targets equal to -100 are ignored, as ``F.cross_entropy``
+    does). Dividing each micro-batch's mean by k is the same only when every micro-batch has
+    the same number of counted targets. Gradients are added to ``.grad`` (zero them first);
+    returns the mean loss over all counted targets.
+    """
+    import torch.nn.functional as F
+
+    loss_fn = loss_fn or (
+        lambda logits, y: F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"
+        )
+    )
+    micro_batches = list(micro_batches)
+    if not micro_batches:
+        raise ValueError("accumulate_gradients needs at least one micro-batch.")
+    total = sum(int((y != -100).sum()) for _, y in micro_batches)
+    if total == 0:
+        raise ValueError("every target in the micro-batches is ignored (-100): nothing to learn.")
+    loss_sum = 0.0
+    for x, y in micro_batches:
+        loss = loss_fn(model(x), y)
+        (loss / total).backward()
+        loss_sum += loss.item()
+    return loss_sum / total
+
+
+def checkpoint_blocks(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Turn activation checkpointing of ``model.blocks`` on (or off again), in place.
+
+    A checkpointed block keeps only its input for the backward pass and runs its forward again
+    there (``torch.utils.checkpoint.checkpoint``, non-reentrant), trading computation for
+    memory. Only training passes are checkpointed (gradients on, no KV cache); parameter names
+    and the ``state_dict`` do not change.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    if not hasattr(model, "blocks"):
+        raise ValueError("checkpoint_blocks expects a model with .blocks (helpers.gpt.GPT).")
+    for block in model.blocks:
+        block.__dict__.pop("forward", None)  # back to the class's forward
+        if not enabled:
+            continue
+        plain = block.forward
+
+        def forward(x, cache=None, _plain=plain):
+            if cache is None and torch.is_grad_enabled():
+                return checkpoint(_plain, x, use_reentrant=False)
+            return _plain(x, cache)
+
+        block.forward = forward
+    return model
