@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 NBTEST := _build/nbtest
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
-.PHONY: install book test unit lint notebooks lab execute results clean
+.PHONY: install book test unit lint notebooks lab execute results clean serve ddp
 
 install: $(STAMP)
 
@@ -41,6 +41,19 @@ notebooks: $(STAMP)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab notebooks/
+
+# Chapter 08's model service on http://127.0.0.1:8000 (interactive docs at /docs). A missing
+# course checkpoint is trained first; settings: COURSE_SERVE_* variables (course_serve/settings.py),
+# uvicorn's options through SERVE_ARGS, e.g. make serve SERVE_ARGS="--port 8080 --workers 2".
+serve: $(STAMP)
+	$(BIN)/python -m course_serve --train-missing $(SERVE_ARGS)
+
+# Chapter 07's training script under torchrun: DDP on NPROC processes (gloo on the CPU, NCCL on
+# GPUs), e.g. `make ddp NPROC=4 ARGS="--strategy fsdp --steps 400"`; outputs in runs/gpt_ddp.
+NPROC ?= 2
+ARGS  ?=
+ddp: $(STAMP)
+	$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) scripts/train_gpt_ddp.py $(ARGS)
 
 # Re-run every notebook in full mode, in place, to refresh the committed outputs
 # (without progress bars, which would be saved as stale widgets).

@@ -25,9 +25,12 @@ shakespeare    Tiny Shakespeare for fine-tuning: chapter 04's split and model, s
 classify       a GPT as a classifier: padding, last-token head, the speaker task, strategies
 instruct       instruction tuning: the prompt template, the masked-loss collate
 gpt2           GPT-2 weights (safetensors) in the course's GPT, GPT-2's BPE tokenizer
+deploy         serving prep (ch. 08): torch.export, ONNX Runtime, int8 weights, latency
 config         dataclass configs that reject unknown keys
 summary        a per-layer table of a model, parameter counts
 checkpoint     save atomically, load safely, resume exactly
+memory         training memory: accounting, measurement, accumulation, checkpointing
+distributed    torchrun: process groups, data shards, DDP and FSDP2, sharded checkpoints
 results        ``report()`` in notebooks and the README results table
 plot           curves, image grids, decision boundaries, confusion matrices
 =============  =====================================================================
@@ -61,8 +64,11 @@ MODULES = (
     "instruct",
     "gpt2",
     "config",
+    "deploy",
     "summary",
     "checkpoint",
+    "memory",
+    "distributed",
     "results",
     "plot",
 )
