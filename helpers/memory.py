@@ -227,15 +227,15 @@ def accumulate_gradients(model: nn.Module, micro_batches, loss_fn=None) -> float
     micro_batches = list(micro_batches)
     if not micro_batches:
         raise ValueError("accumulate_gradients needs at least one micro-batch.")
-    total = sum(int((y != -100).sum()) for _, y in micro_batches)
-    if total == 0:
+    total = torch.stack([(y != -100).sum() for _, y in micro_batches]).sum()
+    if total.item() == 0:  # the one host sync: the loop below never waits for the device
         raise ValueError("every target in the micro-batches is ignored (-100): nothing to learn.")
-    loss_sum = 0.0
+    loss_sum = torch.zeros((), device=total.device)
     for x, y in micro_batches:
         loss = loss_fn(model(x), y)
         (loss / total).backward()
-        loss_sum += loss.item()
-    return loss_sum / total
+        loss_sum += loss.detach().float()
+    return (loss_sum / total).item()
 
 
 def checkpoint_blocks(model: nn.Module, enabled: bool = True) -> nn.Module:

@@ -106,15 +106,20 @@ def _bytes_to_unicode() -> dict[int, str]:
     return {**{b: chr(b) for b in keep}, **{b: chr(256 + i) for i, b in enumerate(extra)}}
 
 
-def test_bpe_tokenizer_from_local_files(tmp_path):
-    """A tiny byte-level BPE (vocab.json + merges.txt) written here: no network."""
+def _write_bpe(folder, merges) -> dict:
+    """Write a tiny byte-level BPE (vocab.json + merges.txt) into ``folder``; return its vocab."""
     vocab = {ch: i for i, ch in enumerate(sorted(_bytes_to_unicode().values()))}
-    merges = ["h e", "l l", "he ll", "Ġ w"]
     for pair in merges:
         vocab["".join(pair.split())] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return vocab
+
+
+def test_bpe_tokenizer_from_local_files(tmp_path):
+    """A tiny byte-level BPE written here decodes what it encodes."""
+    vocab = _write_bpe(tmp_path, ["h e", "l l", "he ll", "Ġ w"])
     tok = gpt2.GPT2Tokenizer(tmp_path)
     ids = tok.encode("hello world")
     assert ids[0] == vocab["hell"] and vocab["Ġw"] in ids
@@ -124,13 +129,7 @@ def test_bpe_tokenizer_from_local_files(tmp_path):
 
 def test_bpe_tokenizer_matches_the_reference_tokenizer(tmp_path):
     """The same tiny vocab and merges in ``transformers``' GPT2Tokenizer give the same ids."""
-    vocab = {ch: i for i, ch in enumerate(sorted(_bytes_to_unicode().values()))}
-    merges = ["h e", "l l", "he ll", "Ġ w", "o r", "Ġw or", "' s", "Ġ t", "Ġt he"]
-    for pair in merges:
-        vocab["".join(pair.split())] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    _write_bpe(tmp_path, ["h e", "l l", "he ll", "Ġ w", "o r", "Ġw or", "' s", "Ġ t", "Ġt he"])
     ours = gpt2.GPT2Tokenizer(tmp_path)
     files = [str(tmp_path / "vocab.json"), str(tmp_path / "merges.txt")]
     reference = transformers.GPT2Tokenizer(*files)
