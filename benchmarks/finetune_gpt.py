@@ -21,7 +21,7 @@ import torch
 
 import helpers
 
-LRS = {"scratch": 1e-3, "head": 1e-2, "last_block": 1e-3, "full": 1e-4, "lora": 3e-3}
+LRS = {"scratch": 1e-3, "head": 3e-3, "last_block": 1e-3, "full": 3e-4, "lora": 1e-3}
 
 
 def run(strategy, base, task, lr, steps, seed, device) -> dict:

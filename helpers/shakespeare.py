@@ -43,7 +43,8 @@ def pretrain_char_gpt(device, text: str | None = None, progress=None):
 
     The same model, data split, optimizer, schedule and checkpoint as the notebook of chapter 04:
     random windows of the first 90% of the text, the weights of the best evaluation on the
-    validation part (90-95%) kept, and the loss on the whole held-out 10% saved as ``val_loss``.
+    validation part (90-95%) kept, and their loss on that validation text saved as ``val_loss``
+    (the test text, 95-100%, is not read here).
     Returns the checkpoint path.
     """
     from .checkpoint import save_checkpoint
@@ -60,7 +61,7 @@ def pretrain_char_gpt(device, text: str | None = None, progress=None):
     tokenizer = CharTokenizer.from_text(text)
     data = torch.tensor(tokenizer.encode(text), dtype=torch.long)
     cut, test = pretraining_split(text), test_split(text)
-    train_data, held_out = data[:cut].to(device), data[cut:].to(device)
+    train_data, val_data = data[:cut].to(device), data[cut:test].to(device)
     torch.manual_seed(0)
     config = recipe.model_config(tokenizer.vocab_size)
     model = GPT(config).to(device)
@@ -68,7 +69,7 @@ def pretrain_char_gpt(device, text: str | None = None, progress=None):
     stream = random_windows(
         train_data, config.block_size, recipe.batch_size, torch.Generator().manual_seed(1)
     )
-    val = TensorLoader(*split_windows(held_out[: test - cut], config.block_size), batch_size=64)
+    val = TensorLoader(*split_windows(val_data, config.block_size), batch_size=64)
     fit(
         model,
         stream,
@@ -81,8 +82,7 @@ def pretrain_char_gpt(device, text: str | None = None, progress=None):
         keep_best=True,
         progress=progress,
     )
-    held = TensorLoader(*split_windows(held_out, config.block_size), batch_size=64)
-    val_loss = evaluate(model, held)["loss"]
+    val_loss = evaluate(model, val)["loss"]  # the kept weights
     return save_checkpoint(
         checkpoint_path("char_gpt"),
         model,
