@@ -23,17 +23,16 @@ import torch
 
 import helpers
 from course_serve.images import to_png
+from course_serve.inference import Models
 from course_serve.loadtest import load_test
 from course_serve.process import ServerProcess
+from course_serve.settings import Settings
 
 
 def load_models():
-    """Chapter 02's CNN with its normalisation, chapter 04's GPT, on the CPU, in eval mode."""
-    state = helpers.checkpoint.load_checkpoint(helpers.checkpoint.checkpoint_path("mnist_cnn"))
-    cnn = helpers.models.ConvNet(**state["config"]["model"])
-    cnn.load_state_dict(state["model"])
-    gpt, _, _ = helpers.gpt.load_gpt(helpers.checkpoint.checkpoint_path("char_gpt"))
-    return cnn.eval(), gpt.eval()
+    """Chapter 02's CNN and chapter 04's GPT on the CPU, in eval mode, loaded like the service."""
+    models = Models(Settings.from_env(device="cpu"))
+    return models.cnn.eval(), models.gpt.eval()
 
 
 def runtimes(model, example, folder: Path, name: str, compile: bool) -> dict:
@@ -52,12 +51,11 @@ def runtimes(model, example, folder: Path, name: str, compile: bool) -> dict:
     return out
 
 
-def latency_table(compile: bool, repeats: int) -> list[tuple]:
+def latency_table(compile: bool, repeats: int) -> None:
     cnn, gpt = load_models()
     inputs = {"mnist_cnn": lambda b: torch.randn(b, 1, 28, 28),
               "char_gpt": lambda b: torch.randint(0, gpt.config.vocab_size,
                                                   (b, gpt.config.block_size))}  # fmt: skip
-    rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name, model in (("mnist_cnn", cnn), ("char_gpt", gpt)):
             for runtime, fn in runtimes(
@@ -66,9 +64,7 @@ def latency_table(compile: bool, repeats: int) -> list[tuple]:
                 ms = [
                     helpers.deploy.latency_ms(fn, inputs[name](b), repeats=repeats) for b in (1, 64)
                 ]
-                rows.append((name, runtime, *ms))
                 print(f"{name:<10} {runtime:<13} {ms[0]:9.2f} {ms[1]:9.2f}", flush=True)
-    return rows
 
 
 def load_runs(requests: int, seconds: float) -> None:

@@ -190,8 +190,7 @@ async def lifespan(app: FastAPI):
     settings: Settings = app.state.settings
     models = Models(settings)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-    window = settings.batch_window_ms / 1000 if settings.batching else 0.0
-    options = dict(window_s=window, max_batch=settings.max_batch)
+    options = dict(window_s=settings.batch_window_ms / 1000, max_batch=settings.max_batch)
     app.state.models = models
     app.state.classify = MicroBatcher(models.classify, executor, **options)
     app.state.generate = MicroBatcher(models.generate, executor, **options)
@@ -276,7 +275,7 @@ def add_routes(app: FastAPI) -> None:
         digit = max(range(10), key=probabilities.__getitem__)
         return ClassifyResponse(digit=digit, probabilities=probabilities)
 
-    @app.post("/generate", response_model=GenerateResponse, responses={**ERRORS, **bad})
+    @app.post("/generate", response_model=GenerateResponse, responses={413: ERRORS[413], **bad})
     async def generate(body: GenerateRequest) -> GenerateResponse:
         """Continue a prompt with chapter 04's character GPT."""
         job = check_prompt(app, body)
@@ -293,7 +292,7 @@ def add_routes(app: FastAPI) -> None:
             "device": str(app.state.models.device),
             "models": app.state.models.info,
             "batching": {
-                "enabled": settings.batching,
+                "enabled": app.state.classify.enabled,
                 "window_ms": settings.batch_window_ms,
                 "max_batch": settings.max_batch,
                 "classify": app.state.classify.stats(),

@@ -9,7 +9,8 @@ Batched generation without padding errors: prompts of different lengths are padd
 after a position never changes it, and every row keeps its positions 0..T-1: each row gets the
 tokens it would get alone (the no-cache path of ``GPT.generate``). Every job has its own random
 generator (from its seed, on the model's device), so a request's text does not depend on what it
-was batched with.
+was batched with. (A request alone takes ``GPT.generate``'s KV-cache path instead, which gives the
+same tokens up to floating-point rounding.)
 """
 
 from __future__ import annotations
@@ -100,10 +101,13 @@ def generate_padded(gpt, jobs: list[GenerateJob], gens: list, device) -> list[li
         for row, window in enumerate(windows):
             batch[row, : len(window)] = torch.tensor(window)
         logits = gpt(batch.to(device))[torch.arange(len(active)), lengths.to(device) - 1]
-        for row, i in enumerate(active):
-            job = jobs[i]
-            token = helpers.gpt.sample_next(logits[row : row + 1], job.temperature, job.top_k,
-                                            gens[i]).item()  # fmt: skip
+        sample = helpers.gpt.sample_next
+        sampled = [
+            sample(logits[row : row + 1], jobs[i].temperature, jobs[i].top_k, gens[i])
+            for row, i in enumerate(active)
+        ]  # each row with its own generator, in the same order as one at a time
+        tokens = torch.cat(sampled).flatten().tolist()  # one wait for the device per step
+        for i, token in zip(active, tokens):
             seqs[i].append(token)
             new[i].append(token)
         active = [i for i in active if len(new[i]) < jobs[i].max_new_tokens]

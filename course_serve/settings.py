@@ -60,10 +60,6 @@ class Settings:
                     "is 0-1000 ms, max_body_bytes at least 1024, threads 0 or more, the rest >= 1."
                 )
 
-    @property
-    def batching(self) -> bool:
-        return self.batch_window_ms > 0 and self.max_batch > 1
-
     @classmethod
     def from_env(cls, environ=None, **overrides) -> "Settings":
         """Settings from ``COURSE_SERVE_*`` variables (and keyword overrides); bad values raise."""

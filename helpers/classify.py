@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import optim
-from .finetune import freeze, unfreeze
+from .finetune import freeze, shuffled_loader, unfreeze
 from .gpt import GPT
 from .loader import TensorLoader
 from .lora import adapter_state_dict, apply_lora
@@ -47,16 +47,7 @@ def pad_sequences(seqs, block_size: int, pad: int = PAD) -> torch.Tensor:
 
 def hidden_states(gpt: GPT, idx: torch.Tensor) -> torch.Tensor:
     """The GPT's final hidden states (B, T, C), after ``ln_f`` and before the vocabulary head."""
-    T = idx.shape[1]
-    if T > gpt.config.block_size:
-        raise ValueError(
-            f"{T} tokens do not fit the context of {gpt.config.block_size}; "
-            "truncate them (pad_sequences does)."
-        )
-    x = gpt.drop(gpt.tok_emb(idx) + gpt.pos_emb(torch.arange(T, device=idx.device)))
-    for block in gpt.blocks:
-        x = block(x)
-    return gpt.ln_f(x)
+    return gpt.hidden(idx)
 
 
 class GPTClassifier(nn.Module):
@@ -176,14 +167,7 @@ def train_classifier(
     model = make_classifier(strategy, base, int(y.max()) + 1, **lora)
     optimizer = optim.make_optimizer(model, "adamw", lr, weight_decay=weight_decay)
     schedule = optim.make_schedule(optimizer, "cosine", steps, warmup=0.1, min_lr_ratio=0.1)
-    loader = TensorLoader(
-        x,
-        y,
-        batch_size=min(batch_size, len(x)),
-        shuffle=True,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    loader = shuffled_loader(x, y, batch_size, seed)
     val_loader = TensorLoader(*val, batch_size=256) if val is not None else None
     history = fit(
         model,

@@ -71,7 +71,6 @@ def onnx_runner(path, threads: int | None = None):
     def run(x: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {name: x.cpu().numpy()})[0])
 
-    run.session = session
     return run
 
 

@@ -284,7 +284,8 @@ def _optimizer(groups: list[dict], settings: FinetuneSettings, steps: int):
     return optimizer, schedule
 
 
-def _loader(x, y, batch_size: int, seed: int, transform=None) -> TensorLoader:
+def shuffled_loader(x, y, batch_size: int, seed: int, transform=None) -> TensorLoader:
+    """Shuffled batches of at most ``batch_size`` (the last incomplete one dropped), seeded."""
     return TensorLoader(
         x,
         y,
@@ -317,7 +318,7 @@ def train_linear_probe(
         {"params": [head.bias], "lr": settings.lr, "weight_decay": 0.0},
     ]
     optimizer, schedule = _optimizer(groups, settings, steps)
-    loader = _loader(features, labels, batch_size, seed)
+    loader = shuffled_loader(features, labels, batch_size, seed)
     history = fit(head, loader, optimizer, steps=steps, scheduler=schedule, progress=False)
     return head, history["seconds"][-1]
 
@@ -389,7 +390,7 @@ def finetune(
         trainable_only=strategy != "gradual",
     )
     optimizer, schedule = _optimizer(groups, settings, steps)
-    loader = _loader(images, labels, batch_size, seed, transform)
+    loader = shuffled_loader(images, labels, batch_size, seed, transform)
     history, done = {}, 0
     for i, names in enumerate(phases):
         unfreeze(model, names)
@@ -559,7 +560,7 @@ def train_source(images, labels, transform, device, *, epochs: int, progress=Non
         in_channels=images.shape[1], num_classes=num_classes, image_size=images.shape[-1]
     )
     model = model.to(device, memory_format=torch.channels_last)
-    loader = _loader(images.to(device), labels.to(device), 128, 0, transform)
+    loader = shuffled_loader(images.to(device), labels.to(device), 128, 0, transform)
     optimizer = optim.make_optimizer(model, "adamw", 1e-2, weight_decay=0.01)
     schedule = optim.make_schedule(
         optimizer, "onecycle", epochs * len(loader), warmup=0.25, min_lr_ratio=1e-3

@@ -186,6 +186,10 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Logits (B, T, vocab) for ids (B, T); with a cache, ``idx`` holds only the new tokens."""
+        return self.head(self.hidden(idx, cache))
+
+    def hidden(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """The final hidden states (B, T, C): after ``ln_f``, before the vocabulary head."""
         B, T = idx.shape
         start = len(cache) if cache is not None else 0
         if start + T > self.config.block_size:
@@ -197,7 +201,7 @@ class GPT(nn.Module):
         x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
         for i, block in enumerate(self.blocks):
             x = block(x, cache.layers[i] if cache is not None else None)
-        return self.head(self.ln_f(x))
+        return self.ln_f(x)
 
     @torch.inference_mode()
     def generate(

@@ -82,15 +82,15 @@ def response_loss(model, x, y, batch_size: int = 256) -> float:
     device = next(model.parameters()).device
     policy = choose(device)
     was_training = model.training
+    count = int((y != IGNORE).sum())  # once, before the loop: no wait for the device per batch
+    if count == 0:
+        raise ValueError("no response tokens: every target is IGNORE.")
     model.eval()
-    sums, count = [], 0
+    sums = []
     for xb, yb in zip(x.split(batch_size), y.split(batch_size)):
         xb, yb = xb.to(device), yb.to(device)
         with policy.autocast():
             logits = model(xb)
         sums.append(cross_entropy(logits.float(), yb, reduction="sum"))
-        count += int((yb != IGNORE).sum())
     model.train(was_training)
-    if count == 0:
-        raise ValueError("no response tokens: every target is IGNORE.")
     return math.fsum(torch.stack(sums).tolist()) / count

@@ -17,8 +17,12 @@ Chapter 07 derives the formulas and checks every one against a measurement.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
+
+from .train import cross_entropy
 
 # Bytes per parameter of each part of the training state, by precision (AdamW: two moments).
 # "bf16": mixed precision as in ZeRO (Rajbhandari et al., 2020) and FSDP's MixedPrecisionPolicy:
@@ -217,18 +221,12 @@ def accumulate_gradients(model: nn.Module, micro_batches, loss_fn=None) -> float
     the same number of counted targets. Gradients are added to ``.grad`` (zero them first);
     returns the mean loss over all counted targets.
     """
-    import torch.nn.functional as F
-
-    loss_fn = loss_fn or (
-        lambda logits, y: F.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"
-        )
-    )
+    loss_fn = loss_fn or functools.partial(cross_entropy, reduction="sum")
     micro_batches = list(micro_batches)
     if not micro_batches:
         raise ValueError("accumulate_gradients needs at least one micro-batch.")
     total = torch.stack([(y != -100).sum() for _, y in micro_batches]).sum()
-    if total.item() == 0:  # the one host sync: the loop below never waits for the device
+    if total.item() == 0:  # the loop below never waits for the device; the mean is read at the end
         raise ValueError("every target in the micro-batches is ignored (-100): nothing to learn.")
     loss_sum = torch.zeros((), device=total.device)
     for x, y in micro_batches:

@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -90,7 +91,7 @@ def train_step(model, batch, optimizer, scheduler, scaler, policy, args):
         last = i == args.accum - 1
         if args.strategy == "fsdp":
             model.set_requires_gradient_sync(last)  # reduce-scatter on the last one only
-        context = model.no_sync() if args.strategy == "ddp" and not last else _null()
+        context = model.no_sync() if args.strategy == "ddp" and not last else nullcontext()
         with context, policy.autocast():
             loss = helpers.train.cross_entropy(model(xm), ym) / args.accum
         scaler.scale(loss).backward()
@@ -103,12 +104,6 @@ def train_step(model, batch, optimizer, scheduler, scaler, policy, args):
     optimizer.zero_grad(set_to_none=True)
     dist.all_reduce(total)  # the global batch's mean loss, for the log
     return total.item() / dist.get_world_size()
-
-
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def maybe_fail(args, rank: int, step: int) -> None:
@@ -149,6 +144,7 @@ def run(args) -> None:
         torch.set_num_threads(args.threads)
     rank, world, device = helpers.distributed.init(args.timeout, args.device)
     tokenizer, (xs, ys) = load_windows(args)
+    xs, ys = xs.to(device), ys.to(device)  # a few MB: copied once, indexed on the device each step
     recipe, config, model, optimizer, scheduler, policy = build(args, tokenizer.vocab_size, device)
     start = 0
     if args.resume:
@@ -173,7 +169,7 @@ def run(args) -> None:
         maybe_fail(args, rank, step)
         index = next(batches)
         tick = time.perf_counter()
-        batch = (xs[index].to(device), ys[index].to(device))
+        batch = (xs[index], ys[index])
         losses.append(train_step(model, batch, optimizer, scheduler, scaler, policy, args))
         seconds.append(time.perf_counter() - tick)  # .item() in train_step waited for the device
         if rank == 0 and (step % args.log_every == 0 or step == args.steps):
