@@ -85,6 +85,7 @@ class ServerProcess:
 
     def stop(self, timeout: float = 15) -> int | None:
         """SIGINT (uvicorn's graceful shutdown), then SIGKILL if it takes longer than timeout."""
+        atexit.unregister(self.stop)  # stopped: nothing left for interpreter exit to do
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
         self.process.send_signal(signal.SIGINT)

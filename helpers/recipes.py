@@ -207,10 +207,9 @@ class AlternatingFlipLoader(TensorLoader):
 
 def cifar_loaders(recipe: CifarRecipe, train: tuple, evaluation: tuple, mean, std, seed: int = 0):
     """(training loader with the recipe's augmentation, evaluation loader) over uint8 images."""
-    layout = {"channels_last": recipe.channels_last}
     alternate = recipe.augment and recipe.flip == "alternate"
     augment = DeviceAugment(mean, std, train=recipe.augment, padding=recipe.padding,
-                            flip=not alternate, **layout)  # fmt: skip
+                            flip=not alternate, channels_last=recipe.channels_last)  # fmt: skip
     generator = torch.Generator().manual_seed(seed)
     images, labels = train
     if alternate:
@@ -218,8 +217,13 @@ def cifar_loaders(recipe: CifarRecipe, train: tuple, evaluation: tuple, mean, st
     kind = AlternatingFlipLoader if alternate else TensorLoader
     train_loader = kind(images, labels, batch_size=recipe.batch_size, shuffle=True, drop_last=True,
                         transform=augment, generator=generator)  # fmt: skip
-    eval_augment = DeviceAugment(mean, std, train=False, **layout)
-    return train_loader, TensorLoader(*evaluation, batch_size=1000, transform=eval_augment)
+    return train_loader, cifar_eval_loader(*evaluation, mean, std, recipe.channels_last)
+
+
+def cifar_eval_loader(images, labels, mean, std, channels_last: bool = True) -> TensorLoader:
+    """Batches of 1,000 uint8 images, normalised on the device, no augmentation."""
+    transform = DeviceAugment(mean, std, train=False, channels_last=channels_last)
+    return TensorLoader(images, labels, batch_size=1000, transform=transform)
 
 
 def _compile_warm(
@@ -254,8 +258,7 @@ def evaluate_cifar(
 
     Use it on the validation split for choices, and on the test split once per final model.
     """
-    transform = DeviceAugment(mean, std, train=False, channels_last=channels_last)
-    loader = TensorLoader(images, labels, batch_size=1000, transform=transform)
+    loader = cifar_eval_loader(images, labels, mean, std, channels_last)
     return evaluate(cifar_tta(model, tta), loader)["accuracy"]
 
 
