@@ -45,7 +45,7 @@ def train_missing(settings) -> None:
     import helpers
 
     jobs = [
-        (settings.cnn_checkpoint, "mnist_cnn", helpers.finetune.pretrain_mnist),
+        (settings.cnn_checkpoint, "mnist_cnn", helpers.pretrained.train_mnist_cnn),
         (settings.gpt_checkpoint, "char_gpt", helpers.shakespeare.pretrain_char_gpt),
     ]
     for path, name, train in jobs:

@@ -43,16 +43,15 @@ class Models:
         if settings.threads:
             torch.set_num_threads(settings.threads)
         self.device = helpers.device.get_device(settings.device)
-        state = helpers.checkpoint.load_checkpoint(settings.cnn_checkpoint, map_location="cpu")
-        config = state.get("config") or {}
-        if not {"model", "mean", "std"} <= config.keys():
-            raise ValueError(
-                f"{settings.cnn_checkpoint} is not chapter 02's MNIST checkpoint (its config needs "
-                "'model', 'mean' and 'std'). Run notebooks/02_mnist_cnn.ipynb to write it."
-            )
-        self.cnn = helpers.models.ConvNet(**config["model"])
-        self.cnn.load_state_dict(state["model"])
-        self.cnn.to(self.device).eval()
+        self.cnn, config = helpers.pretrained.load_model(
+            settings.cnn_checkpoint,
+            helpers.models.ConvNet,
+            self.device,
+            needs=("model", "mean", "std"),
+            what="chapter 02's MNIST checkpoint (run notebooks/02_mnist_cnn.ipynb to write it)",
+            memory_format=torch.contiguous_format,
+        )
+        self.cnn.eval()
         self.mean, self.std = float(config["mean"]), float(config["std"])
         self.gpt, self.tokenizer, gpt_state = helpers.gpt.load_gpt(
             settings.gpt_checkpoint, self.device

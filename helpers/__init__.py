@@ -19,7 +19,9 @@ models         ConvNet, the baseline CNN, the ResNet, flip TTA
 gpt            the GPT: attention, blocks, sampling, KV cache, loading
 tokenizer      text to ids and back
 recipes        training recipes: CIFAR-10 (chapter 03) and the character GPT (chapter 04)
-finetune       fine-tuning: freezing, new heads, per-layer learning rates, label budgets (ch. 05)
+finetune       fine-tuning tools: anatomy, freezing, new heads, per-layer rates, label budgets
+transfer       chapter 05's experiment: six strategies at every label budget, the sweep
+pretrained     the models chapters hand on (ch. 02's CNN, ch. 05's source), trained if missing
 lora           LoRA by hand: LoRALinear, apply by name, merge/unmerge, adapter save/load
 shakespeare    Tiny Shakespeare for fine-tuning: chapter 04's split and model, speeches
 classify       a GPT as a classifier: padding, last-token head, the speaker task, strategies
@@ -58,6 +60,8 @@ MODULES = (
     "tokenizer",
     "recipes",
     "finetune",
+    "transfer",
+    "pretrained",
     "lora",
     "shakespeare",
     "classify",

@@ -83,6 +83,20 @@ class ConvNet(nn.Sequential):
         }
         self.feature_size = features
 
+    def transfer_layers(self) -> list[str]:
+        """The body's blocks, input to output, then the classifier (see helpers.finetune)."""
+        return [f"block{i}" for i in range(1, len(self.config["channels"]) + 1)] + ["head.fc"]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The classifier's input: every block, then the head up to (not including) ``fc``."""
+        for name, module in self.named_children():
+            if name != "head":
+                x = module(x)
+        for name, module in self.head.named_children():
+            if name != "fc":
+                x = module(x)
+        return x
+
 
 def baseline_cnn(num_classes: int = 10) -> nn.Sequential:
     """The plain three-conv network of most tutorials: conv-ReLU-pool three times, two linears."""
@@ -218,6 +232,10 @@ class ResNet(nn.Module):
         self.stem.weight.copy_(whitening_weights(images.to(self.stem.weight.device), kernel_size=2))
         self.stem.weight.requires_grad_(not freeze)
         return self
+
+    def transfer_layers(self) -> list[str]:
+        """The body's layers, input to output, then the classifier (see helpers.finetune)."""
+        return ["stem", "groups.0", "groups.1", "groups.2", "head"]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.gelu(self.stem(x))

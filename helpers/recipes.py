@@ -157,12 +157,16 @@ def holdout_split(
 
 
 def cifar_model(
-    recipe: CifarRecipe, train_images: torch.Tensor | None = None, mean=None, std=None
+    recipe: CifarRecipe,
+    train_images: torch.Tensor | None = None,
+    mean=None,
+    std=None,
+    num_classes: int = 10,
 ) -> nn.Module:
     """The network a recipe describes (on the CPU); the whitening stem fits ``train_images``."""
     if recipe.model == "baseline":
-        return baseline_cnn()
-    model = ResNet(recipe.widths, residual=recipe.residual, batchnorm=recipe.batchnorm)
+        return baseline_cnn(num_classes)
+    model = ResNet(recipe.widths, num_classes, residual=recipe.residual, batchnorm=recipe.batchnorm)
     if recipe.identity_init:
         identity_init(model)
     if recipe.whiten:
@@ -280,8 +284,9 @@ def train_cifar(
 
     Images are uint8 N×C×H×W tensors, best already on ``device``; ``val_*`` is a validation split
     held out of the training data (:func:`holdout_split`): the per-epoch curves and the returned
-    accuracies are measured on it. Never pass the test split here; read it once per final model
-    with :func:`evaluate_cifar`. Returns a dict with the ``model``, the ``history`` from
+    accuracies are measured on it. The labels are ``0 .. K-1``; the model gets ``K`` outputs (10
+    for CIFAR-10, 5 for chapter 05's halves). Never pass the test split here; read it once per
+    final model with :func:`evaluate_cifar`. Returns a dict with the ``model``, the ``history`` from
     :func:`helpers.train.fit`, ``val_accuracy`` (with the recipe's test-time augmentation),
     ``val_accuracy_no_tta``, ``train_seconds`` and ``images_per_second``. ``compile=True`` runs the
     model through ``torch.compile``, warmed up before the clock starts; ``compile_seconds`` says
@@ -290,7 +295,9 @@ def train_cifar(
     device = torch.device(device)
     torch.manual_seed(seed)
     memory_format = torch.channels_last if recipe.channels_last else torch.contiguous_format
-    model = cifar_model(recipe, train_images, mean, std).to(device, memory_format=memory_format)
+    num_classes = int(train_labels.max()) + 1  # labels are 0 .. num_classes - 1
+    model = cifar_model(recipe, train_images, mean, std, num_classes)
+    model = model.to(device, memory_format=memory_format)
     train_loader, val_loader = cifar_loaders(
         recipe, (train_images, train_labels), (val_images, val_labels), mean, std, seed
     )

@@ -12,7 +12,7 @@ from guards import SameDevice
 from torch import nn
 
 import helpers
-from helpers import augment, classify, finetune, gpt, loader, recipes, shakespeare, train
+from helpers import augment, classify, finetune, gpt, loader, recipes, shakespeare, train, transfer
 
 META = torch.device("meta")
 
@@ -141,15 +141,40 @@ def test_augment_on_one_device():
 def test_finetune_on_one_device():
     source = helpers.models.ConvNet().to(META)
     images, labels = _images(32, channels=1, size=28)
-    settings = finetune.FinetuneSettings()
+    settings = transfer.FinetuneSettings()
     val = loader.TensorLoader(images, labels, batch_size=16, transform=lambda x: x.float() / 255)
+
+    def new_model(x):
+        return helpers.models.ConvNet(**source.config)
+
     with SameDevice():
         for strategy in ("scratch", "last_block", "full", "gradual"):
-            finetune.finetune(strategy, source, images, labels, settings, steps=4, batch_size=8,
-                              transform=lambda x: x.float() / 255, val_loader=val)  # fmt: skip
+            transfer.finetune(strategy, source, images, labels, settings, steps=4, batch_size=8,
+                              transform=lambda x: x.float() / 255, val_loader=val,
+                              new_model=new_model)  # fmt: skip
         finetune.extract_features(
             finetune.feature_extractor(source), images, lambda x: x.float() / 255
         )
+
+
+def test_transfer_from_a_resnet_on_one_device():
+    torch.manual_seed(0)
+    source = helpers.models.ResNet((4, 6, 8), num_classes=10).to(META)
+    source.stem.weight.requires_grad_(False)
+    images, labels = _images(16, channels=3, size=16)
+    settings = transfer.FinetuneSettings()
+
+    def prepare(x):
+        return x.float() / 255
+
+    with SameDevice():
+        features = finetune.extract_features(finetune.feature_extractor(source), images, prepare)
+        probe, _ = transfer.train_linear_probe(
+            features, labels, settings, steps=2, batch_size=8, num_classes=4, like=source
+        )
+        for strategy in ("last_block", "full", "lp_ft", "gradual"):
+            transfer.finetune(strategy, source, images, labels, settings, steps=5, batch_size=8,
+                              transform=prepare, head=probe.fc, num_classes=4)  # fmt: skip
 
 
 def test_classify_on_one_device():

@@ -1,39 +1,14 @@
-"""Fine-tuning tools (chapter 05) at toy size: freezing, BatchNorm, groups, budgets, strategies."""
-
-import types
+"""Fine-tuning tools (helpers.finetune) at toy size: anatomy, freezing, BatchNorm, heads, groups."""
 
 import pytest
 import torch
-from guards import NoFloat64
 from torch import nn
+from toys import convnet as _source
+from toys import images as _toy
+from toys import normalise as _normalise
+from toys import resnet
 
-from helpers import data, finetune, loader, models, optim, summary
-
-SIZE = 12  # toy images: 12 -> 6 -> 3 -> 1 through three blocks
-
-
-def _source(seed=0):
-    torch.manual_seed(seed)
-    return models.ConvNet(channels=(4, 6, 8), image_size=SIZE)
-
-
-def _toy(n_per_class=12, classes=4, seed=0):
-    """uint8 images whose brightness pattern depends on the label: learnable, but not trivially."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(classes).repeat_interleave(n_per_class)
-    images = torch.randint(0, 120, (len(labels), 1, SIZE, SIZE), generator=g)
-    for c in range(classes):
-        images[labels == c, :, c * 3 : c * 3 + 3, :] += 120
-    return images.to(torch.uint8), labels
-
-
-def _normalise(x):
-    return (x.float() / 255 - 0.3) / 0.3
-
-
-def _settings(**changes):
-    return finetune.FinetuneSettings(lr=1e-2, warmup=0.25).replace(**changes)
-
+from helpers import finetune, optim, summary
 
 # ----------------------------------------------------------------------------- freezing
 
@@ -125,8 +100,35 @@ def test_feature_extractor_gives_the_classifier_input():
     assert torch.allclose(extractor(x), seen["x"])
     cached = finetune.extract_features(extractor, _toy()[0], _normalise, batch_size=7)
     assert torch.allclose(cached, seen["x"], atol=1e-6) and cached.dtype == torch.float32
-    with pytest.raises(ValueError, match="ConvNet-like"):
+    with pytest.raises(ValueError, match="features"):
         finetune.feature_extractor(nn.Linear(2, 2))
+
+
+def test_anatomy_names_the_body_and_the_classifier():
+    assert finetune.anatomy(_source()) == (["block1", "block2", "block3"], "head.fc")
+    net = resnet()
+    assert finetune.anatomy(net) == (["stem", "groups.0", "groups.1", "groups.2"], "head")
+    assert finetune.default_layers(net) == ["stem", "groups.0", "groups.1", "groups.2", "head"]
+    assert finetune.classifier(net) is net.head
+    with pytest.raises(ValueError, match="transfer_layers"):
+        finetune.anatomy(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_resnet_head_and_features():
+    net = resnet().eval()
+    old = finetune.replace_head(net, 3)
+    assert old.out_features == 10 and net.head.bias is None and net.head.in_features == 8
+    x = _normalise(_toy(2, channels=3, size=16)[0])
+    features = finetune.feature_extractor(net)(x)
+    assert torch.allclose(net(x), net.head(features) * finetune.logit_scale(net), atol=1e-6)
+    scaled = finetune.ScaledLinear(net.head, finetune.logit_scale(net))
+    assert torch.allclose(scaled(features), net(x), atol=1e-6)
+    groups = finetune.layer_groups(net, 1e-2, decay=0.5)
+    rates = {g["name"]: g["lr"] for g in groups}
+    assert (
+        rates["head"] == 1e-2 and rates["groups.2"] == 5e-3 and rates["stem (no decay)"] == 6.25e-4
+    )
+    assert all(p is not net.stem.weight for g in groups for p in g["params"])  # frozen: skipped
 
 
 # ----------------------------------------------------------------------------- groups
@@ -182,152 +184,3 @@ def test_stratified_subsets_are_stratified_disjoint_reproducible_and_nested():
     assert set(small.tolist()) <= set(large.tolist())  # nested budgets
     with pytest.raises(ValueError, match="at most 32"):
         finetune.stratified_indices(labels, 33, seed=0, exclude=val)
-
-
-def test_plan_gives_every_budget_a_batch_and_steps():
-    assert finetune.plan(10) == (50, 150)
-    batch, steps = finetune.plan(1000)
-    assert batch == 128 and steps == 474
-    assert finetune.plan(10, scale=0.1)[1] == 15
-
-
-# ----------------------------------------------------------------------------- strategies
-
-
-def test_cached_probe_matches_the_probe_through_the_frozen_body():
-    source = _source()
-    x, y = _toy()
-    settings = _settings()
-    model, history = finetune.finetune(
-        "linear_probe",
-        source,
-        x,
-        y,
-        settings,
-        steps=12,
-        batch_size=16,
-        transform=_normalise,
-        seed=3,
-        num_classes=4,
-    )
-    features = finetune.extract_features(finetune.feature_extractor(source), x, _normalise)
-    with NoFloat64():
-        head, seconds = finetune.train_linear_probe(
-            features, y, settings, steps=12, batch_size=16, seed=3, num_classes=4
-        )
-    assert torch.allclose(head.weight, model.head.fc.weight, atol=1e-5)
-    assert seconds > 0 and len(history["step"]) == 1
-    for a, b in zip(
-        finetune.feature_extractor(model).state_dict().values(),
-        finetune.feature_extractor(source).state_dict().values(),
-    ):
-        assert torch.equal(a, b)  # nothing in the body moved, BatchNorm statistics included
-
-
-@pytest.mark.parametrize("strategy", list(finetune.STRATEGIES))
-def test_every_strategy_trains_at_toy_size_without_float64(strategy):
-    source = _source()
-    before = {k: v.clone() for k, v in source.state_dict().items()}
-    x, y = _toy()
-    probe = nn.Linear(8, 4)
-    val = loader.TensorLoader(x, y, batch_size=16, transform=_normalise)
-    with NoFloat64():
-        model, history = finetune.finetune(
-            strategy,
-            source,
-            x,
-            y,
-            _settings(layer_decay=0.5),
-            steps=16,
-            batch_size=16,
-            transform=_normalise,
-            head=probe,
-            num_classes=4,
-            val_loader=val,
-            eval_every=4,
-        )
-    assert history["step"][-1] == 16 and history["seconds"] == sorted(history["seconds"])
-    assert history["val_accuracy"][-1] > 0.25  # better than chance on 4 classes
-    assert all(torch.equal(v, before[k]) for k, v in source.state_dict().items())
-    frozen = {"linear_probe": 3, "last_block": 2}.get(strategy, 0)
-    assert sum(finetune.is_frozen(getattr(model, f"block{i}")) for i in (1, 2, 3)) == frozen
-    if strategy == "lp_ft":
-        assert not torch.equal(model.head.fc.weight, probe.weight)  # started there, then trained
-
-
-def test_gradual_unfreezing_opens_one_block_per_phase():
-    model, history = finetune.finetune(
-        "gradual",
-        _source(),
-        *_toy(),
-        _settings(),
-        steps=20,
-        batch_size=16,
-        transform=_normalise,
-        num_classes=4,
-        val_loader=None,
-        eval_every=5,
-    )
-    assert history["step"] == [5, 10, 15, 20] and summary.count_parameters(model) == sum(
-        p.numel() for p in model.parameters()
-    )
-
-
-def test_strategy_errors_name_the_fix():
-    x, y = _toy()
-    with pytest.raises(ValueError, match="not one of"):
-        finetune.finetune("everything", _source(), x, y, _settings(), steps=2, batch_size=4)
-    with pytest.raises(ValueError, match="head=probe"):
-        finetune.finetune("lp_ft", _source(), x, y, _settings(), steps=2, batch_size=4)
-
-
-def test_sweep_gives_one_row_per_strategy_budget_and_seed():
-    source = _source()
-    (x, y), (tx, ty) = _toy(20), _toy(5, seed=1)
-    task = finetune.TransferTask(x, y, tx, ty, _normalise, tx, ty, _normalise)
-    settings = {s: _settings() for s in finetune.STRATEGIES}
-    lines = []
-    with NoFloat64():
-        rows = finetune.sweep(
-            source,
-            task,
-            settings,
-            budgets=[2, 6],
-            seeds={2: [0, 1], 6: [0]},
-            scale=0.1,
-            log=lines.append,
-        )
-    assert len(rows) == 3 * len(finetune.STRATEGIES) and len(lines) == 2
-    table = finetune.summarize(rows)
-    assert table["scratch", 2]["n"] == 2 and table["full", 6]["n"] == 1
-    assert all(0 <= r["test_accuracy"] <= 1 for r in rows)
-    assert ("scratch", 2) not in finetune.summarize(rows, key="source_accuracy")
-    assert finetune.summarize(rows, key="source_accuracy")["full", 2]["n"] == 2
-
-
-# ----------------------------------------------------------------------------- the source model
-
-
-def _fake_mnist(train, transform=None):
-    n = 5_300 if train else 300
-    g = torch.Generator().manual_seed(int(train))
-    labels = torch.randint(0, 10, (n,), generator=g)
-    images = (torch.rand(n, 28, 28, generator=g) * 100 + labels.view(-1, 1, 1) * 15).to(torch.uint8)
-    return types.SimpleNamespace(data=images, targets=labels)
-
-
-def test_load_source_trains_chapter_02s_recipe_when_the_checkpoint_is_missing(
-    monkeypatch, tmp_path, capsys
-):
-    monkeypatch.setenv("COURSE_QUICK", "1")
-    monkeypatch.setenv("COURSE_CHECKPOINT_DIR", str(tmp_path))
-    monkeypatch.setattr(data, "mnist", _fake_mnist)
-    model, config = finetune.load_source("cpu", progress=False)
-    assert "training chapter 02's recipe" in capsys.readouterr().out
-    assert (tmp_path / "mnist_cnn-quick.pt").exists() and config["model"] == model.config
-    assert 0 < config["std"] and 0 <= config["test_accuracy"] <= 1
-    again, _ = finetune.load_source("cpu")
-    assert "Loading" in capsys.readouterr().out
-    assert all(
-        torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values())
-    )
