@@ -23,9 +23,10 @@ finetune       fine-tuning tools: anatomy, freezing, new heads, per-layer rates,
 transfer       chapter 05's experiment: six strategies at every label budget, the sweep
 pretrained     the models chapters hand on (ch. 02's CNN, ch. 05's source), trained if missing
 lora           LoRA by hand: LoRALinear, apply by name, merge/unmerge, adapter save/load
-shakespeare    Tiny Shakespeare for fine-tuning: chapter 04's split and model, speeches
-classify       a GPT as a classifier: padding, last-token head, the speaker task, strategies
-instruct       instruction tuning: the prompt template, the masked-loss collate
+shakespeare    Tiny Shakespeare: the one split, speeches, chapter 04's GPT and chapter 06's base
+adapt          continued pre-training on one speaker: splits, keep-best training, window losses
+classify       a GPT as a classifier: padding, last-token head, window tasks, strategies
+instruct       instruction tuning: three exact-answer instructions, the end token, the masked loss
 gpt2           GPT-2 weights (safetensors) in the course's GPT, GPT-2's BPE tokenizer
 deploy         serving prep (ch. 08): torch.export, ONNX Runtime, int8 weights, latency
 config         dataclass configs that reject unknown keys
@@ -65,6 +66,7 @@ MODULES = (
     "lora",
     "shakespeare",
     "classify",
+    "adapt",
     "instruct",
     "gpt2",
     "config",

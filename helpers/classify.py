@@ -5,8 +5,9 @@
 - :class:`GPTClassifier`: a GPT body and a linear head read at each sequence's last real token.
   Under the causal mask that token is the only one that has seen the whole input, and padding to
   its right cannot change it;
-- :func:`speaker_task`: which of the K most frequent speakers says a speech of Tiny Shakespeare,
-  split by position (:func:`helpers.shakespeare.split_by_position`);
+- :func:`speaker_task` and :func:`shuffled_task`: windows of the speeches of chosen speakers,
+  split by runs of consecutive speeches; who says it, or is it real or word-shuffled;
+  :func:`lm_loss_per_example`: the language model's own score, for a zero-shot baseline;
 - :data:`STRATEGIES` and :func:`train_classifier`: the same budget for a random-init model, the
   head only, the last block + head, every weight, or LoRA adapters + head;
   :func:`saved_bytes`: the size on disk of what a strategy must save.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import io
+import random
 from collections import Counter
 from dataclasses import dataclass
 
@@ -69,41 +71,111 @@ class GPTClassifier(nn.Module):
         return self.head(last)
 
 
-# --------------------------------------------------------------------------- the speaker task
+# --------------------------------------------------------------------------- the tasks
 
 
 @dataclass
-class SpeakerTask:
-    """Inputs (PAD-padded ids), labels and the speeches of each split; the K speakers."""
+class WindowTask:
+    """Inputs (PAD-padded ids), labels and texts of each split, and the class names."""
 
-    speakers: list
+    classes: list
     x: dict  # split -> (N, block_size) long
     y: dict  # split -> (N,) long
-    speeches: dict  # split -> list of helpers.shakespeare.Speech
+    texts: dict  # split -> list of the windows' texts
 
     def majority_baseline(self, split: str = "test") -> float:
-        """Accuracy of always answering the most frequent training speaker."""
+        """Accuracy of always answering the most frequent training class."""
         top = Counter(self.y["train"].tolist()).most_common(1)[0][0]
         return (self.y[split] == top).float().mean().item()
 
 
-def speaker_task(text: str, tokenizer, block_size: int, k: int = 4, **split) -> SpeakerTask:
-    """Which of the ``k`` most frequent speakers says a speech (its first ``block_size`` chars).
+def speech_windows(speeches, width: int) -> list[tuple[str, object]]:
+    """``(window, speech)``: each speech's words cut into consecutive ``width``-character
+    windows; a last piece shorter than ``width // 2`` is dropped (too little to go on)."""
+    out = []
+    for speech in speeches:
+        body = speech.body
+        for i in range(0, len(body), width):
+            if len(body[i : i + width]) >= width // 2:
+                out.append((body[i : i + width], speech))
+    return out
 
-    Speeches are dealt into train / val / test by runs of consecutive speeches (``split`` goes to
-    :func:`helpers.shakespeare.split_by_position`), then those of the ``k`` speakers kept.
-    """
+
+def shuffle_words(window: str, rng: random.Random) -> str:
+    """The window's words (split at spaces, line breaks kept inside words) in another order."""
+    words = window.split(" ")
+    for _ in range(20):
+        shuffled = rng.sample(words, len(words))
+        if shuffled != words:
+            return " ".join(shuffled)
+    raise ValueError(f"cannot shuffle {window!r}: it needs two different words.")
+
+
+def _window_task(text, tokenizer, speakers, width, run, pattern, label) -> WindowTask:
     from .shakespeare import speeches, split_by_position
 
-    every = speeches(text)
-    speakers = [name for name, _ in Counter(s.speaker for s in every).most_common(k)]
-    label = {name: i for i, name in enumerate(speakers)}
-    x, y, chosen = {}, {}, {}
-    for name, part in split_by_position(every, **split).items():
-        chosen[name] = [s for s in part if s.speaker in label]
-        x[name] = pad_sequences([tokenizer.encode(s.body) for s in chosen[name]], block_size)
-        y[name] = torch.tensor([label[s.speaker] for s in chosen[name]], dtype=torch.long)
-    return SpeakerTask(speakers, x, y, chosen)
+    chosen = [s for s in speeches(text) if s.speaker in set(speakers)]
+    missing = set(speakers) - {s.speaker for s in chosen}
+    if missing:
+        raise ValueError(f"no speeches by {sorted(missing)} in this text.")
+    x, y, texts = {}, {}, {}
+    for name, part in split_by_position(chosen, run=run, pattern=pattern).items():
+        examples = label(speech_windows(part, width), name)
+        texts[name] = [window for window, _ in examples]
+        x[name] = pad_sequences([tokenizer.encode(w) for w in texts[name]], width)
+        y[name] = torch.tensor([c for _, c in examples], dtype=torch.long)
+    return x, y, texts
+
+
+def speaker_task(
+    text: str, tokenizer, speakers, width: int = 64, run: int = 10, pattern=(5, 1, 4)
+) -> WindowTask:
+    """Who says a ``width``-character window of a speech, among ``speakers``?
+
+    The speakers' speeches (in text order) are cut into runs of ``run`` consecutive speeches and
+    the runs dealt out by ``pattern`` to train / val / test
+    (:func:`helpers.shakespeare.split_by_position`): every window of a speech, and every speech of
+    one exchange, lands in one split.
+    """
+    index = {name: i for i, name in enumerate(speakers)}
+
+    def label(windows, split):
+        return [(w, index[s.speaker]) for w, s in windows]
+
+    x, y, texts = _window_task(text, tokenizer, speakers, width, run, pattern, label)
+    return WindowTask(list(speakers), x, y, texts)
+
+
+def shuffled_task(
+    text: str, tokenizer, speakers, width: int = 64, run: int = 10, pattern=(5, 1, 4), seed=0
+) -> WindowTask:
+    """Real or word-shuffled? Every window of :func:`speaker_task` twice: as written (class 1)
+    and with its words in a random order (class 0), both in the window's split.
+
+    The two versions have the same characters and words: only knowing how English (and
+    Shakespeare) orders words tells them apart.
+    """
+    rng = random.Random(seed)
+
+    def label(windows, split):
+        return [e for w, _ in windows for e in ((shuffle_words(w, rng), 0), (w, 1))]
+
+    x, y, texts = _window_task(text, tokenizer, speakers, width, run, pattern, label)
+    return WindowTask(["shuffled", "real"], x, y, texts)
+
+
+@torch.inference_mode()
+def lm_loss_per_example(model: GPT, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """(N,) mean next-token loss over each PAD-padded sequence's real tokens: a zero-shot score."""
+    device = next(model.parameters()).device
+    out = []
+    for xb in x.split(batch_size):
+        xb = xb.to(device)
+        targets = torch.where(xb[:, 1:] == PAD, -100, xb[:, 1:])
+        logits = model(xb.clamp(min=0)[:, :-1]).float()
+        loss = nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        out.append((loss.sum(1) / (targets != -100).sum(1)).cpu())
+    return torch.cat(out)
 
 
 # --------------------------------------------------------------------------- strategies

@@ -116,3 +116,37 @@ def warmup_cosine(
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def lr_search(
+    score, grid, *, key: str, maximize: bool = True, extend: int = 2, factor: float = 3.0
+):
+    """Score every learning rate of ``grid``; while the best sits at an edge, score the next rate
+    beyond that edge (``factor`` times larger or smaller), at most ``extend`` times.
+
+    ``score(lr)`` returns a dict with the number to compare under ``key`` (a validation metric:
+    ``maximize`` for an accuracy, not for a loss). Returns ``(best_lr, {lr: result})`` over every
+    rate tried; a best rate still at an edge after ``extend`` steps is reported by a warning
+    printed once, so that a reader sees the search stopped early.
+    """
+    if len(grid) < 3:
+        raise ValueError(f"a grid needs at least 3 rates to have an inside, got {list(grid)}.")
+    sign = 1 if maximize else -1
+    trials = {lr: score(lr) for lr in grid}
+
+    def best():
+        return max(trials, key=lambda lr: sign * trials[lr][key])
+
+    for _ in range(extend):
+        rates = sorted(trials)
+        if best() not in (rates[0], rates[-1]):
+            break
+        new = best() / factor if best() == rates[0] else best() * factor
+        trials[new] = score(new)
+    rates = sorted(trials)
+    if best() in (rates[0], rates[-1]):
+        print(
+            f"lr_search: the best rate {best():g} is still at the edge of {rates} "
+            f"after {extend} extensions"
+        )
+    return best(), dict(sorted(trials.items()))

@@ -393,6 +393,11 @@ GPT_RECIPES = {
     ),
 }
 
+GPT_QUICK = dict(
+    n_layer=2, n_head=4, n_embd=64, block_size=32, batch_size=32, steps=300, warmup_steps=30,
+    eval_every=30,
+)  # quick mode's changes to either recipe: checks that everything runs, not a result  # fmt: skip
+
 
 def gpt_recipe(device) -> GPTRecipe:
     """The recipe for ``device``: "gpu" on CUDA, "cpu" elsewhere (CPU, Apple MPS)."""

@@ -22,10 +22,13 @@ from .env import is_quick
 
 PRETRAIN_FRACTION = 0.9  # chapter 04: the first 90% of the characters trained the model
 TEST_FRACTION = 0.95  # chapter 04: 90-95% validation (curves, best checkpoint), 95-100% test
-QUICK_RECIPE = dict(
-    n_layer=2, n_head=4, n_embd=64, block_size=32, batch_size=32, steps=300, warmup_steps=30,
-    eval_every=30,
-)  # chapter 04 quick mode  # fmt: skip
+
+
+HELD_OUT_SPEAKERS = ("GLOUCESTER", "DUKE VINCENTIO", "MENENIUS", "ROMEO")  # chapter 06's tasks
+BASE_MODEL = dict(name="shakespeare_base", steps=4000, exclude=HELD_OUT_SPEAKERS)
+"""Chapter 06's base model: chapter 04's recipe, four times the steps, without the speeches of
+the four speakers whose words chapter 06 classifies and adapts to (``load_char_gpt(device,
+**BASE_MODEL)``)."""
 
 
 def pretraining_split(text: str) -> int:
@@ -38,30 +41,67 @@ def test_split(text: str) -> int:
     return int(TEST_FRACTION * len(text))
 
 
-def pretrain_char_gpt(device, text: str | None = None, progress=None):
+def split_text(text: str) -> dict[str, str]:
+    """The course's one split of Tiny Shakespeare, by position: ``train`` (the first 90%),
+    ``val`` (90-95%) and ``test`` (95-100%); no window of text is in two parts."""
+    cut, test = pretraining_split(text), test_split(text)
+    return {"train": text[:cut], "val": text[cut:test], "test": text[test:]}
+
+
+def without_speakers(text: str, speakers) -> str:
+    """``text`` with every speech of ``speakers`` removed (name line, words and the blank line
+    after them): a model pretrained on the rest has never read a word of theirs."""
+    speakers = set(speakers)
+    kept, position = [], 0
+    for speech in speeches(text):
+        if speech.speaker in speakers:
+            kept.append(text[position : speech.start])
+            position = min(len(text), speech.end + 2)  # the words and the blank line
+    kept.append(text[position:])
+    return "".join(kept)
+
+
+def _recipe(device, steps: int | None):
+    """Chapter 04's recipe for ``device`` (quick mode: its quick version), ``steps`` long."""
+    from .recipes import GPT_QUICK, gpt_recipe
+
+    if is_quick():
+        return gpt_recipe(device).replace(**GPT_QUICK)
+    return gpt_recipe(device).replace(**({} if steps is None else {"steps": steps}))
+
+
+def pretrain_char_gpt(
+    device,
+    text: str | None = None,
+    progress=None,
+    *,
+    name: str = "char_gpt",
+    steps: int | None = None,
+    exclude=(),
+):
     """Train chapter 04's recipe for ``device`` (its quick version in quick mode) and save it.
 
     The same model, data split, optimizer, schedule and checkpoint as the notebook of chapter 04:
     random windows of the first 90% of the text, the weights of the best evaluation on the
     validation part (90-95%) kept, and their loss on that validation text saved as ``val_loss``
-    (the test text, 95-100%, is not read here).
-    Returns the checkpoint path.
+    (the test text, 95-100%, is not read here). Chapter 06's base model is the same recipe
+    trained for more ``steps`` on that training text without the speeches of the speakers in
+    ``exclude``, saved under ``name``. Returns the checkpoint path.
     """
     from .checkpoint import save_checkpoint
     from .data import tiny_shakespeare
     from .gpt import GPT
     from .loader import TensorLoader, random_windows, split_windows
-    from .recipes import gpt_recipe
     from .tokenizer import CharTokenizer
     from .train import fit
 
     text = text or tiny_shakespeare()
-    recipe = gpt_recipe(device)
-    recipe = recipe.replace(**QUICK_RECIPE) if is_quick() else recipe
+    recipe = _recipe(device, steps)
     tokenizer = CharTokenizer.from_text(text)
-    data = torch.tensor(tokenizer.encode(text), dtype=torch.long)
-    cut, test = pretraining_split(text), test_split(text)
-    train_data, val_data = data[:cut].to(device), data[cut:test].to(device)
+    parts = split_text(text)
+    train_text = without_speakers(parts["train"], exclude) if exclude else parts["train"]
+    train_data = torch.tensor(tokenizer.encode(train_text), dtype=torch.long).to(device)
+    val_data = torch.tensor(tokenizer.encode(parts["val"]), dtype=torch.long).to(device)
     torch.manual_seed(0)
     config = recipe.model_config(tokenizer.vocab_size)
     model = GPT(config).to(device)
@@ -82,31 +122,41 @@ def pretrain_char_gpt(device, text: str | None = None, progress=None):
         keep_best=True,
         progress=progress,
     )
-    val_loss = min(history["val_loss"])  # the kept weights' loss, measured by fit
     return save_checkpoint(
-        checkpoint_path("char_gpt"),
+        checkpoint_path(name),
         model,
         config=config.to_dict(),
         tokenizer=tokenizer.chars,
-        val_loss=val_loss,
+        val_loss=min(history["val_loss"]),  # the kept weights' loss, measured by fit
         recipe=recipe.name,
+        steps=recipe.steps,
+        best_step=history["best_step"],
+        train_seconds=history["seconds"][-1],
+        curve={"step": history["step"], "val_loss": history["val_loss"]},
+        excluded=sorted(exclude),
+        train_characters=len(train_text),
     )
 
 
-def load_char_gpt(device, progress=None, verbose: bool = True):
-    """Chapter 04's GPT (eval mode), tokenizer and checkpoint; trained first when it is missing."""
+def load_char_gpt(device, progress=None, verbose: bool = True, **recipe):
+    """Chapter 04's GPT (eval mode), tokenizer and checkpoint; trained first when it is missing.
+
+    ``recipe`` (``name``, ``steps``, ``exclude``) asks for another model of the same recipe, as
+    :func:`pretrain_char_gpt` trains it (chapter 06's base model).
+    """
     from .gpt import load_gpt
 
-    path = checkpoint_path("char_gpt")
+    name = recipe.get("name", "char_gpt")
+    what = "chapter 04's model" if name == "char_gpt" else f"model {name!r}"
+    path = checkpoint_path(name)
     if not path.exists():
         if verbose:
             print(
-                f"No chapter 04 checkpoint at {path}: training chapter 04's recipe first "
-                "(helpers.shakespeare.pretrain_char_gpt)."
+                f"No {what} at {path}: training it first (helpers.shakespeare.pretrain_char_gpt)."
             )
-        pretrain_char_gpt(device, progress=progress)
+        pretrain_char_gpt(device, progress=progress, **recipe)
     elif verbose:
-        print(f"Loading chapter 04's model from {path}")
+        print(f"Loading {what} from {path}")
     return load_gpt(path, device)
 
 

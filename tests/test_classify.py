@@ -40,15 +40,52 @@ def test_speeches_and_the_split_by_position():
     assert shakespeare.pretraining_split("x" * 100) == 90
 
 
-def test_speaker_task_labels_pads_and_majority():
+def test_split_text_and_without_speakers():
+    text = "x" * 100
+    parts = shakespeare.split_text(text)
+    assert [len(parts[k]) for k in ("train", "val", "test")] == [90, 5, 5]
+    assert "".join(parts.values()) == text
+    rest = shakespeare.without_speakers(TEXT, ["BEN"])
+    assert {s.speaker for s in shakespeare.speeches(rest)} == {"ANNE", "CLEO"}
+    assert len(shakespeare.speeches(rest)) == 42 - 18 and "Well met" not in rest
+    assert rest.startswith("ANNE:\nGood morrow") and "\n\n\n" not in rest
+
+
+def test_windows_split_by_runs_of_speeches():
     tok = tokenizer.CharTokenizer.from_text(TEXT)
-    task = classify.speaker_task(TEXT, tok, 8, k=2, run=2, pattern=(3, 1, 1))
-    assert task.speakers == ["ANNE", "BEN"]
-    x, y = task.x["train"], task.y["train"]
-    assert x.shape[1] == 8 and len(x) == len(y) == len(task.speeches["train"])
-    first = task.speeches["train"][0]
-    assert tok.decode(x[0][x[0] != classify.PAD].tolist()) == first.body[:8]
+    task = classify.speaker_task(TEXT, tok, ["ANNE", "BEN"], width=6, run=2, pattern=(3, 1, 1))
+    assert task.classes == ["ANNE", "BEN"]
+    for split in ("train", "val", "test"):
+        x, y, texts = task.x[split], task.y[split], task.texts[split]
+        assert x.shape[1] == 6 and len(x) == len(y) == len(texts) > 0
+        assert all(3 <= len(t) <= 6 for t in texts)  # pieces under width // 2 are dropped
+        assert tok.decode(x[0][x[0] != classify.PAD].tolist()) == texts[0]
+    windows = classify.speech_windows(shakespeare.speeches(TEXT)[:1], 6)
+    assert [w for w, _ in windows] == ["Good m", "orrow,", " sir.\n", "How no"]  # "w?" dropped
     assert 0 < task.majority_baseline("test") <= 1
+    with pytest.raises(ValueError, match="no speeches by"):
+        classify.speaker_task(TEXT, tok, ["ANNE", "ZOE"])
+
+
+def test_shuffled_task_pairs_each_window_with_its_shuffle():
+    tok = tokenizer.CharTokenizer.from_text(TEXT)
+    task = classify.shuffled_task(TEXT, tok, ["ANNE"], width=16, run=2, pattern=(3, 1, 1))
+    texts, y = task.texts["train"], task.y["train"].tolist()
+    assert task.classes == ["shuffled", "real"] and y[:2] == [0, 1]
+    for shuffled, real in zip(texts[::2], texts[1::2]):
+        assert sorted(shuffled.split(" ")) == sorted(real.split(" ")) and shuffled != real
+    with pytest.raises(ValueError, match="two different words"):
+        classify.shuffle_words("word", __import__("random").Random(0))
+
+
+def test_lm_loss_per_example_matches_cross_entropy():
+    model = _gpt()
+    x = torch.tensor([[1, 2, 3, classify.PAD], [4, 5, 6, 7]])
+    per = classify.lm_loss_per_example(model, x)
+    with torch.no_grad():
+        first = torch.nn.functional.cross_entropy(model(x[:1, :2])[0], x[0, 1:3])
+        second = torch.nn.functional.cross_entropy(model(x[1:, :3])[0], x[1, 1:])
+    assert torch.allclose(per, torch.stack([first, second]), atol=1e-6)
 
 
 def test_pad_sequences():
