@@ -63,6 +63,7 @@ class GenerateRequest(BaseModel):
                               "only; null keeps them all.")  # fmt: skip
     seed: int | None = Field(
         None,
+        strict=True,  # an integer: true, false and "5" are not seeds
         ge=0,
         le=2**63 - 1,
         description="Random seed: the same seed and settings give the same text. "

@@ -5,6 +5,9 @@ before it closes (up to ``max_batch``) joins the batch, which then runs as one c
 the inference thread. Waiting a few milliseconds costs each request a little latency and buys one
 matrix product for many requests instead of many small ones.
 
+A batch that fails is run again one request at a time, so one bad request fails alone and the
+others get their results.
+
 With ``window_s == 0`` there is no batching: each request runs alone (still one at a time on the
 inference thread, so concurrent requests queue instead of fighting over the cores).
 """
@@ -74,8 +77,11 @@ class MicroBatcher:
     async def _finish(self, batch: list):
         try:
             results = await self._run([item for item, _ in batch])
-        except Exception as error:  # the whole batch fails alike; the loop keeps serving
-            results = [error] * len(batch)
+        except Exception as error:
+            if len(batch) == 1:
+                results = [error]
+            else:  # run each request alone: only the one that fails gets the error
+                results = [await self._alone(item) for item, _ in batch]
         for (_, future), result in zip(batch, results):
             if future.done():
                 continue
@@ -83,6 +89,12 @@ class MicroBatcher:
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+    async def _alone(self, item):
+        try:
+            return (await self._run([item]))[0]
+        except Exception as error:  # the loop keeps serving
+            return error
 
     async def close(self):
         if self.task is not None:

@@ -249,7 +249,10 @@ def sample_next(
     """One token id per row of ``logits`` (B, vocab): softmax(logits / temperature), top k."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
+    # shift so the largest logit is 0 and keep it 0: the same softmax, and a tiny temperature
+    # (1e-40, or 5e-324, which is 0 in float32) gives 0 and -inf (the argmax), never NaN
+    shifted = logits.float() - logits.float().amax(dim=-1, keepdim=True)
+    logits = torch.where(shifted == 0, shifted, shifted / temperature)
     if top_k is not None and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))

@@ -168,3 +168,13 @@ def test_checkpoint_reload_gives_identical_logits(tmp_path):
     helpers.checkpoint.save_checkpoint(tmp_path / "plain.pt", model)
     with pytest.raises(ValueError, match="not written by chapter 04"):
         gpt.load_gpt(tmp_path / "plain.pt")
+
+
+def test_sample_next_with_a_tiny_temperature_is_the_argmax():
+    logits = torch.tensor([[1.0, 3.0, 2.0], [-5.0, -7.0, -6.0]])
+    for temperature in (1e-40, 5e-324, 1e-6):
+        token = gpt.sample_next(logits, temperature, generator=torch.Generator().manual_seed(0))
+        assert token.flatten().tolist() == [1, 0]
+    # the shift changes nothing at ordinary temperatures: the same distribution
+    shifted = torch.softmax((logits - logits.amax(-1, keepdim=True)) / 0.7, -1)
+    assert torch.allclose(shifted, torch.softmax(logits / 0.7, -1))

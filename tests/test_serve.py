@@ -184,6 +184,8 @@ BAD_GENERATE = {
     "unknown field": ({"prompt": "a", "max_tokens": 5}, "max_tokens"),
     "wrong type": ({"prompt": 5}, "prompt"),
     "prompt too long": ({"prompt": "a" * 2001}, "prompt too long"),
+    "boolean seed": ({"prompt": "a", "seed": False}, "seed"),
+    "string seed": ({"prompt": "a", "seed": "5"}, "seed"),
 }
 
 
@@ -289,3 +291,40 @@ def test_padded_batches_give_each_request_its_own_tokens():
                              job.top_k, use_cache=False,
                              generator=torch.Generator().manual_seed(job.seed))  # fmt: skip
         assert tokens == alone[0, len(job.ids) :].tolist()
+
+
+def test_a_tiny_temperature_is_greedy_not_an_error(client):
+    greedy = client.post(
+        "/generate", json={"prompt": "ROMEO:", "max_new_tokens": 8, "temperature": 0}
+    )
+    assert greedy.status_code == 200, greedy.text
+    for temperature in (1e-40, 5e-324):
+        reply = client.post("/generate", json={"prompt": "ROMEO:", "max_new_tokens": 8,
+                                               "temperature": temperature, "seed": 1})  # fmt: skip
+        assert reply.status_code == 200 and reply.json()["text"] == greedy.json()["text"], (
+            reply.text
+        )
+
+
+def test_one_failing_request_fails_alone_in_its_batch():
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from course_serve.batching import MicroBatcher
+
+    def double(items):
+        if "bad" in items:
+            raise ValueError("bad item")
+        return [2 * item for item in items]
+
+    async def main():
+        batcher = MicroBatcher(double, ThreadPoolExecutor(1), window_s=0.05, max_batch=16)
+        items = [1, 2, "bad", 3]
+        results = await asyncio.gather(*(batcher.submit(i) for i in items), return_exceptions=True)
+        await batcher.close()
+        return results, batcher.stats()
+
+    results, stats = asyncio.run(main())
+    assert results[:2] == [2, 4] and results[3] == 6
+    assert isinstance(results[2], ValueError) and "bad item" in str(results[2])
+    assert stats["largest_batch"] == 4  # they were batched, then run alone after the failure
