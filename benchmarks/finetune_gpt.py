@@ -56,8 +56,8 @@ def main() -> None:
         f"device: {helpers.device.describe_device(device)} | precision "
         f"{helpers.precision.choose(device)} | torch {torch.__version__}"
     )
-    base, tokenizer, _ = helpers.shakespeare.load_char_gpt(
-        device, progress=False, **helpers.shakespeare.BASE_MODEL
+    base, tokenizer, _ = helpers.pretrained.load_char_gpt(
+        device, progress=False, **helpers.pretrained.BASE_MODEL
     )
     text = helpers.data.tiny_shakespeare()
     held = helpers.shakespeare.HELD_OUT_SPEAKERS

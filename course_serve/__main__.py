@@ -46,7 +46,7 @@ def train_missing(settings) -> None:
 
     jobs = [
         (settings.cnn_checkpoint, "mnist_cnn", helpers.pretrained.train_mnist_cnn),
-        (settings.gpt_checkpoint, "char_gpt", helpers.shakespeare.pretrain_char_gpt),
+        (settings.gpt_checkpoint, "char_gpt", helpers.pretrained.pretrain_char_gpt),
     ]
     for path, name, train in jobs:
         if path.is_file() or path != helpers.checkpoint.checkpoint_path(name):

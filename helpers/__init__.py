@@ -21,9 +21,9 @@ tokenizer      text to ids and back
 recipes        training recipes: CIFAR-10 (chapter 03) and the character GPT (chapter 04)
 finetune       fine-tuning tools: anatomy, freezing, new heads, per-layer rates, label budgets
 transfer       chapter 05's experiment: six strategies at every label budget, the sweep
-pretrained     the models chapters hand on (ch. 02's CNN, ch. 05's source), trained if missing
+pretrained     models chapters hand on (02's CNN, 04's GPT, 05's source, 06's base), or trains them
 lora           LoRA by hand: LoRALinear, apply by name, merge/unmerge, adapter save/load
-shakespeare    Tiny Shakespeare: the one split, speeches, chapter 04's GPT and chapter 06's base
+shakespeare    Tiny Shakespeare: the one split, speeches, the speakers chapter 06 holds out
 adapt          continued pre-training on one speaker: splits, keep-best training, window losses
 classify       a GPT as a classifier: padding, last-token head, window tasks, strategies
 instruct       instruction tuning: three exact-answer instructions, the end token, the masked loss

@@ -7,7 +7,9 @@
   CIFAR-10 classes (airplane, automobile, bird, cat, deer) with chapter 03's recipe
   (:func:`train_cifar5_resnet`); :func:`cifar_halves` is the one split of CIFAR-10 into that
   source task and the target task (dog, frog, horse, ship, truck);
-- chapter 04's character GPT: :func:`helpers.shakespeare.load_char_gpt`.
+- :func:`load_char_gpt`: chapter 04's character GPT, tokenizer and checkpoint, trained with
+  chapter 04's recipe (:func:`pretrain_char_gpt`) when missing; with ``**BASE_MODEL``, chapter
+  06's base model (the same recipe, longer, without the speeches of the held-out speakers).
 
 Every loader returns the model on the device and its checkpoint's ``config``, prints one line
 saying whether it loaded or trained, and keeps quick-mode models apart (``<name>-quick.pt``).
@@ -18,8 +20,9 @@ from __future__ import annotations
 import torch
 
 from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from .env import pick
-from .recipes import CIFAR_BUDGETS
+from .env import is_quick, pick
+from .recipes import CIFAR_BUDGETS, GPT_QUICK, gpt_recipe
+from .shakespeare import HELD_OUT_SPEAKERS, split_text, without_speakers
 
 SOURCE_CLASSES = (0, 1, 2, 3, 4)  # airplane, automobile, bird, cat, deer
 TARGET_CLASSES = (5, 6, 7, 8, 9)  # dog, frog, horse, ship, truck
@@ -227,3 +230,105 @@ def cifar5_resnet(device, *, progress=None, verbose: bool = True):
                                    progress, verbose)  # fmt: skip
     model.stem.weight.requires_grad_(False)
     return model, config
+
+
+# ----------------------------------------------------------- the character GPT (chapters 04, 06)
+
+BASE_MODEL = dict(name="shakespeare_base", steps=4000, exclude=HELD_OUT_SPEAKERS)
+"""Chapter 06's base model: chapter 04's recipe, four times the steps, without the speeches of
+the four speakers whose words chapter 06 classifies and adapts to (``load_char_gpt(device,
+**BASE_MODEL)``)."""
+
+
+def _recipe(device, steps: int | None):
+    """Chapter 04's recipe for ``device`` (quick mode: its quick version), ``steps`` long."""
+    if is_quick():
+        return gpt_recipe(device).replace(**GPT_QUICK)
+    return gpt_recipe(device).replace(**({} if steps is None else {"steps": steps}))
+
+
+def pretrain_char_gpt(
+    device,
+    text: str | None = None,
+    progress=None,
+    *,
+    name: str = "char_gpt",
+    steps: int | None = None,
+    exclude=(),
+):
+    """Train chapter 04's recipe for ``device`` (its quick version in quick mode) and save it.
+
+    The same model, data split, optimizer, schedule and checkpoint as the notebook of chapter 04:
+    random windows of the first 90% of the text, the weights of the best evaluation on the
+    validation part (90-95%) kept, and their loss on that validation text saved as ``val_loss``
+    (the test text, 95-100%, is not read here). Chapter 06's base model is the same recipe
+    trained for more ``steps`` on that training text without the speeches of the speakers in
+    ``exclude``, saved under ``name``. Returns the checkpoint path.
+    """
+    from .data import tiny_shakespeare
+    from .gpt import GPT
+    from .loader import TensorLoader, random_windows, split_windows
+    from .tokenizer import CharTokenizer
+    from .train import fit
+
+    text = text or tiny_shakespeare()
+    recipe = _recipe(device, steps)
+    tokenizer = CharTokenizer.from_text(text)
+    parts = split_text(text)
+    train_text = without_speakers(parts["train"], exclude) if exclude else parts["train"]
+    train_data = torch.tensor(tokenizer.encode(train_text), dtype=torch.long).to(device)
+    val_data = torch.tensor(tokenizer.encode(parts["val"]), dtype=torch.long).to(device)
+    torch.manual_seed(0)
+    config = recipe.model_config(tokenizer.vocab_size)
+    model = GPT(config).to(device)
+    optimizer, scheduler = recipe.make_optimizer(model)
+    stream = random_windows(
+        train_data, config.block_size, recipe.batch_size, torch.Generator().manual_seed(1)
+    )
+    val = TensorLoader(*split_windows(val_data, config.block_size), batch_size=64)
+    history = fit(
+        model,
+        stream,
+        optimizer,
+        steps=recipe.steps,
+        scheduler=scheduler,
+        grad_clip=recipe.grad_clip,
+        val_loader=val,
+        eval_every=recipe.eval_every,
+        keep_best=True,
+        progress=progress,
+    )
+    return save_checkpoint(
+        checkpoint_path(name),
+        model,
+        config=config.to_dict(),
+        tokenizer=tokenizer.chars,
+        val_loss=min(history["val_loss"]),  # the kept weights' loss, measured by fit
+        recipe=recipe.name,
+        steps=recipe.steps,
+        best_step=history["best_step"],
+        train_seconds=history["seconds"][-1],
+        curve={"step": history["step"], "val_loss": history["val_loss"]},
+        excluded=sorted(exclude),
+        train_characters=len(train_text),
+    )
+
+
+def load_char_gpt(device, progress=None, verbose: bool = True, **recipe):
+    """Chapter 04's GPT (eval mode), tokenizer and checkpoint; trained first when it is missing.
+
+    ``recipe`` (``name``, ``steps``, ``exclude``) asks for another model of the same recipe, as
+    :func:`pretrain_char_gpt` trains it (chapter 06's base model).
+    """
+    from .gpt import load_gpt
+
+    name = recipe.get("name", "char_gpt")
+    what = "chapter 04's model" if name == "char_gpt" else f"model {name!r}"
+    path = checkpoint_path(name)
+    if not path.exists():
+        if verbose:
+            print(f"No {what} at {path}: training it first (helpers.pretrained.pretrain_char_gpt).")
+        pretrain_char_gpt(device, progress=progress, **recipe)
+    elif verbose:
+        print(f"Loading {what} from {path}")
+    return load_gpt(path, device)

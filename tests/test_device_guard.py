@@ -12,7 +12,7 @@ from guards import SameDevice
 from torch import nn
 
 import helpers
-from helpers import augment, classify, finetune, gpt, loader, recipes, shakespeare, train, transfer
+from helpers import augment, classify, finetune, gpt, loader, pretrained, recipes, train, transfer
 
 META = torch.device("meta")
 
@@ -114,7 +114,7 @@ def test_pretrain_char_gpt_on_one_device(monkeypatch, tmp_path):
     monkeypatch.setenv("COURSE_CHECKPOINT_DIR", str(tmp_path))
     text = "ANNE:\nGood morrow, sir.\n\nBEN:\nWell met, and how now?\n\n" * 200
     with SameDevice():
-        path = shakespeare.pretrain_char_gpt(META, text=text, progress=False)
+        path = pretrained.pretrain_char_gpt(META, text=text, progress=False)
     assert path.exists()
 
 
