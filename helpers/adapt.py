@@ -16,12 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from . import optim
+from .classify import LORA_TARGETS
 from .gpt import GPT
 from .loader import TensorLoader, random_windows, split_windows
 from .lora import apply_lora
 from .train import fit
-
-LORA_TARGETS = ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")
 
 
 def speaker_text(text: str, speaker: str, fractions=(0.7, 0.15)) -> dict[str, str]:
