@@ -6,8 +6,8 @@
 1. Forward + backward of chapter 04's GPT (cpu recipe, batch 64) with and without activation
    checkpointing of its blocks: median time and peak memory (profiler on the CPU,
    ``torch.cuda.max_memory_allocated`` on a GPU).
-2. ``scripts/train_gpt_ddp.py`` under torchrun: training tokens per second for 1 process (1 and
-   2 threads) and 2 processes (DDP and FSDP2, 1 thread each), on the CPU.
+2. The training program ``helpers.train_gpt_ddp`` under torchrun: training tokens per second for
+   1 process (1 and 2 threads) and 2 processes (DDP and FSDP2, 1 thread each), on the CPU.
 """
 
 from __future__ import annotations
@@ -22,8 +22,6 @@ from pathlib import Path
 import torch
 
 import helpers
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_gpt_ddp.py"
 
 
 def checkpointing(device, repeats: int) -> list[dict]:
@@ -64,7 +62,7 @@ def throughput(steps: int) -> list[dict]:
         for strategy, nproc, threads in runs:
             out = Path(folder) / f"{strategy}{nproc}{threads}"
             args = [*size, "--strategy", strategy, "--out", out]
-            run = helpers.distributed.launch(SCRIPT, args, nproc=nproc, threads=threads,
+            run = helpers.distributed.launch(args=args, nproc=nproc, threads=threads,
                                              timeout_s=900)  # fmt: skip
             if run.returncode:
                 raise RuntimeError(run.stdout[-3000:])

@@ -34,6 +34,7 @@ summary        a per-layer table of a model, parameter counts
 checkpoint     save atomically, load safely, resume exactly
 memory         training memory: accounting, measurement, accumulation, checkpointing
 distributed    torchrun: process groups, data shards, DDP and FSDP2, sharded checkpoints
+train_gpt_ddp  chapter 07's training program: ``torchrun -m helpers.train_gpt_ddp``
 results        ``report()`` in notebooks and the README results table
 plot           curves, image grids, decision boundaries, confusion matrices
 =============  =====================================================================
@@ -75,6 +76,7 @@ MODULES = (
     "checkpoint",
     "memory",
     "distributed",
+    "train_gpt_ddp",
     "results",
     "plot",
 )

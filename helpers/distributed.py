@@ -1,18 +1,21 @@
 """Data-parallel training with ``torchrun``: process groups, data shards, DDP and FSDP2, launching.
 
-The pieces ``scripts/train_gpt_ddp.py`` is made of, and what a notebook or a test needs to
-launch it:
+The pieces :mod:`helpers.train_gpt_ddp` (chapter 07's training program) is made of, and what a
+notebook or a test needs to launch it and read what happened:
 
 - :func:`init` starts the process group ``torchrun`` describes (gloo on the CPU, NCCL on CUDA,
-  with a timeout, so that a rank that stops answering ends the job instead of hanging it);
+  with a timeout, so that a collective waiting for a rank that stopped answering fails instead
+  of waiting forever);
 - :func:`shard_batches`: each rank's own share of every global batch (``DistributedSampler``);
 - :func:`wrap`: ``DistributedDataParallel``, or FSDP2's ``fully_shard`` on every block and the
   root; :func:`local_numel` is a rank's share of the parameters; :func:`full_state_dict`
   gathers a plain ``state_dict``;
 - :func:`save_sharded` / :func:`load_sharded`: a sharded checkpoint with
   ``torch.distributed.checkpoint`` (every rank writes its own part);
-- :func:`launch`: run a script under ``torchrun --standalone`` on this machine, bounded by a
-  timeout that kills the whole process group.
+- :func:`launch`: run the training module (or a script) under ``torchrun --standalone`` on this
+  machine, bounded by a timeout that kills the whole process group;
+- :func:`timeout_line` finds a collective timeout in a job's output (gloo's or NCCL's words),
+  :func:`failure_report` cuts torchrun's failure report out of it, whole.
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ import torch.distributed as dist
 from torch import nn
 
 STRATEGIES = ("ddp", "fsdp")
+TRAINER = "helpers.train_gpt_ddp"  # chapter 07's training program, run as a module (-m)
+# How a collective timeout reads: gloo raises "Timed out waiting 10000ms for recv operation ..."
+# in the waiting rank; NCCL's watchdog logs "[Rank 0] Watchdog caught collective operation
+# timeout: WorkNCCL(...) ran for 600081 milliseconds before timing out." (ProcessGroupNCCL.cpp).
+TIMEOUT_MARKERS = ("Timed out", "Watchdog caught collective operation timeout")
 
 
 def backend_for(device) -> str:
@@ -42,7 +50,8 @@ def init(timeout_s: float = 60.0, device: str | None = None) -> tuple[int, int, 
 
     The device is ``cuda:LOCAL_RANK`` when CUDA is available (and ``device`` does not say
     ``"cpu"``), else the CPU. A collective that waits longer than ``timeout_s`` for another
-    rank raises an error, so a rank that hangs ends the job rather than freezing it.
+    rank fails (gloo raises; NCCL's watchdog aborts the process), so a rank that stops
+    answering ends the job once another rank waits for it in a collective.
     """
     missing = [
         v for v in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR") if v not in os.environ
@@ -50,7 +59,7 @@ def init(timeout_s: float = 60.0, device: str | None = None) -> tuple[int, int, 
     if missing:
         raise RuntimeError(
             f"{', '.join(missing)} not set: start this script with torchrun, e.g. "
-            "`torchrun --standalone --nproc_per_node=2 scripts/train_gpt_ddp.py`."
+            f"`torchrun --standalone --nproc_per_node=2 -m {TRAINER}`."
         )
     local_rank = int(os.environ["LOCAL_RANK"])
     use_cuda = torch.cuda.is_available() and (device or "cuda") != "cpu"
@@ -223,16 +232,20 @@ def _kill_job(process: subprocess.Popen) -> None:
             pass
 
 
-def launch(script, args=(), nproc: int = 2, timeout_s: float = 120.0, threads: int = 1, env=None):
-    """Run ``torchrun --standalone --nproc_per_node=N script args``; wait at most ``timeout_s``.
+def launch(target=TRAINER, args=(), nproc: int = 2, timeout_s: float = 120.0, threads: int = 1,
+           env=None):  # fmt: skip
+    """Run ``torchrun --standalone --nproc_per_node=N`` on ``target``; wait at most ``timeout_s``.
 
-    ``--standalone`` starts the rendezvous on this machine on a free port; gloo is told to use
-    the loopback interface. On a timeout torchrun and every worker are killed and
-    ``TimeoutError`` is raised. Returns the ``CompletedProcess`` (stdout and stderr together as
-    text, the exit code in ``returncode``) with ``seconds`` added.
+    ``target`` is a module name (a ``str``, run as with ``python -m``; default: the course's
+    training program) or a script file (a ``pathlib.Path``). ``--standalone`` starts the
+    rendezvous on this machine on a free port; gloo is told to use the loopback interface. On a
+    timeout torchrun and every worker are killed and ``TimeoutError`` is raised. Returns the
+    ``CompletedProcess`` (stdout and stderr together as text, the exit code in ``returncode``)
+    with ``seconds`` added.
     """
+    program = ["-m", target] if isinstance(target, str) else [str(target)]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", str(script), *map(str, args)]  # fmt: skip
+               f"--nproc_per_node={nproc}", *program, *map(str, args)]  # fmt: skip
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads), **(env or {})}
     if sys.platform.startswith("linux"):
         environment.setdefault("GLOO_SOCKET_IFNAME", "lo")
@@ -251,3 +264,25 @@ def launch(script, args=(), nproc: int = 2, timeout_s: float = 120.0, threads: i
     result = subprocess.CompletedProcess(command, process.returncode, output)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def timeout_line(output: str) -> str | None:
+    """The first line of a job's output reporting a collective timeout (gloo, NCCL), or None."""
+    return next((line for line in output.splitlines()
+                 if any(marker in line for marker in TIMEOUT_MARKERS)), None)  # fmt: skip
+
+
+def failure_report(output: str) -> str:
+    """torchrun's failure report in a job's output, whole: from its ``ChildFailedError`` line
+    through the ``Root Cause (first observed failure)`` section to the closing ``====`` rule.
+
+    Raises ``ValueError`` when the output holds no report (the job did not fail under torchrun).
+    """
+    lines = output.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.rstrip().endswith("ChildFailedError:")),
+                 None)  # fmt: skip
+    if start is None:
+        raise ValueError("no torchrun failure report (ChildFailedError) in this output.")
+    rules = [i for i in range(start + 1, len(lines)) if lines[i].startswith("=====")]
+    end = rules[1] if len(rules) > 1 else len(lines) - 1  # the report is framed by two rules
+    return "\n".join(lines[start : end + 1])

@@ -12,11 +12,14 @@
   chapter 04's GPT at batch 64 (0.95x at batch 16). Pass ``precision="bf16"`` where it pays.
 
 ``choose(device)`` applies the rule; ``fit``, ``evaluate``, ``predict`` and every chapter use it.
+:func:`drift_tolerance` says how far two AdamW runs of the same training may drift apart by
+rounding alone (chapter 07 compares 1 and 2 processes in bf16 with it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -84,3 +87,38 @@ def choose(device, override: str | Precision | None = None) -> Precision:
             f"precision {override!r} is not supported on mps by this course; use 'fp32'."
         )
     return Precision(device.type, override, "chosen by hand")
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    """The largest relative error of rounding to ``dtype``: 2^-8 for bf16, 2^-24 for float32."""
+    return torch.finfo(dtype).eps / 2
+
+
+def adam_step_bound(step: int, betas: tuple[float, float]) -> float:
+    """The largest ``|m̂ / sqrt(v̂)|`` Adam can reach at ``step`` (from 1), whatever the gradients.
+
+    ``m̂ = Σ a_i g_i`` and ``v̂ = Σ b_i g_i²`` with ``a_i = (1-β1) β1^(t-i) / (1-β1^t)`` and
+    ``b_i = (1-β2) β2^(t-i) / (1-β2^t)``; Cauchy-Schwarz gives ``|m̂| <= sqrt(Σ a_i²/b_i)
+    sqrt(v̂)``, with equality for ``g_i ∝ a_i / b_i``. It is 1 at the first step (ε ignored:
+    it only makes steps smaller). An AdamW step moves a weight by at most ``lr`` times this.
+    """
+    b1, b2 = betas
+    a = [(1 - b1) * b1 ** (step - i) / (1 - b1**step) for i in range(1, step + 1)]
+    b = [(1 - b2) * b2 ** (step - i) / (1 - b2**step) for i in range(1, step + 1)]
+    return math.sqrt(sum(x * x / y for x, y in zip(a, b)))
+
+
+def drift_tolerance(lrs, betas, dtype, first_step: int = 1) -> dict:
+    """How far the weights of two AdamW runs of the same training may drift apart by rounding.
+
+    ``lrs`` are the learning rates of the steps taken (from ``first_step``). Each step moves
+    a weight by at most ``lr · adam_step_bound``; their sum is the ``reach``. ``max`` (2 ·
+    reach) is a hard bound: rounding can reverse the direction of a weight's update (a
+    gradient that cancels to below ``u`` times its parts), never its size. ``typical``
+    (``u · reach``): a weight whose gradients are well above their rounding error gets each
+    update off by about a relative ``u``, the unit roundoff of ``dtype``: compare medians.
+    Weight decay only shrinks a difference (it multiplies both runs' weights by ``1 - lr·wd``).
+    """
+    u = unit_roundoff(dtype)
+    reach = sum(lr * adam_step_bound(s, betas) for s, lr in enumerate(lrs, first_step))
+    return {"unit_roundoff": u, "reach": reach, "typical": u * reach, "max": 2 * reach}

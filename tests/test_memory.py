@@ -7,6 +7,7 @@ from guards import NoFloat64
 
 from helpers import memory, recipes
 from helpers.gpt import GPT, GPTConfig
+from helpers.train import cross_entropy
 
 TINY = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)
 
@@ -38,6 +39,51 @@ def test_activation_formula_is_exact_in_float32():
     assert saved == memory.activation_bytes(TINY, batch_size=3)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_activation_formula_is_exact_under_bf16_autocast(bias):
+    config = TINY.replace(bias=bias, n_head=4, n_embd=32)
+    torch.manual_seed(0)
+    model = GPT(config)
+    x, y = _batch(5, config=config)
+
+    def loss():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return _loss(model, x, y)
+
+    _, saved = memory.saved_activation_bytes(loss, exclude=model)
+    formula = memory.activation_bytes(config, 5, precision="bf16")
+    assert saved == formula + memory.bf16_copy_bytes(config)  # the weight copies are saved too
+    assert formula < memory.activation_bytes(config, 5)
+    with pytest.raises(ValueError, match="precision"):
+        memory.activation_bytes(config, 5, precision="fp16")
+
+
+def test_the_peak_of_a_forward_pass_is_saved_tensors_plus_logits():
+    config = TINY.replace(vocab_size=2000, n_layer=1)
+    torch.manual_seed(0)
+    model = GPT(config)
+    x, y = _batch(4, config=config)
+    for precision in ("fp32", "bf16"):
+
+        def loss(precision=precision):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                return cross_entropy(model(x).float(), y)  # as helpers.train_gpt_ddp does
+
+        _, saved = memory.saved_activation_bytes(loss, exclude=model)
+        _, peak = memory.peak_bytes(loss, "cpu")
+        logits = memory.logit_bytes(config, 4)
+        # (the saved token ids and targets were allocated before: not in the peak)
+        assert abs(peak - saved - logits) < 0.01 * logits
+
+
+def test_log_softmax_keeps_4_bytes_per_logit_under_autocast():
+    wide = TINY.replace(vocab_size=TINY.vocab_size + 100)
+    extra = memory.activation_bytes(wide, 2, precision="bf16") - memory.activation_bytes(
+        TINY, 2, precision="bf16"
+    )
+    assert extra == 4 * 2 * TINY.block_size * 100
+
+
 def test_state_bytes_match_what_adamw_holds():
     torch.manual_seed(0)
     model = GPT(TINY)
@@ -52,12 +98,35 @@ def test_state_bytes_match_what_adamw_holds():
 
 
 def test_sharding_divides_the_right_parts():
-    full = memory.state_bytes(1000, "bf16", "full", world_size=8)
-    assert full == {"weights": 250.0, "grads": 250.0, "optimizer": 1500.0}
-    zero1 = memory.state_bytes(1000, "bf16", "optimizer", world_size=4)
+    zero3 = memory.state_bytes(1000, "bf16_master", "full", world_size=8)
+    assert zero3 == {"weights": 250.0, "grads": 250.0, "optimizer": 1500.0}
+    zero1 = memory.state_bytes(1000, "bf16_master", "optimizer", world_size=4)
     assert zero1 == {"weights": 2000, "grads": 2000, "optimizer": 3000.0}
+    fsdp2 = memory.state_bytes(1000, "fp32", "full", world_size=8)  # float32 shards
+    assert fsdp2 == {"weights": 500.0, "grads": 500.0, "optimizer": 1000.0}
     with pytest.raises(ValueError, match="sharding"):
         memory.state_bytes(1000, sharding="zero9")
+    with pytest.raises(ValueError, match="layout"):
+        memory.state_bytes(1000, "bf16")
+
+
+def test_training_bytes_counts_bf16_copies_only_over_float32_weights():
+    config = TINY.replace(n_layer=4)
+    autocast = memory.training_bytes(config, 2, "bf16")
+    zero = memory.training_bytes(config, 2, "bf16_master")
+    fsdp2 = memory.training_bytes(config, 2, "bf16", "full", world_size=4)
+    c, v = config.n_embd, config.vocab_size
+    assert autocast["bf16_copies"] == 2 * (4 * 12 * c * c + v * c) and zero["bf16_copies"] == 0
+    assert fsdp2["bf16_copies"] == 2 * (2 * 12 * c * c + v * c)  # two blocks gathered at a time
+    assert autocast["total"] == sum(v for k, v in autocast.items() if k != "total")
+    assert autocast["logits"] == memory.training_bytes(config, 2)["logits"] == 2 * 8 * 11 * 4
+    assert (
+        autocast["activations"]
+        == zero["activations"]
+        < memory.training_bytes(config, 2)["activations"]
+    )
+    with pytest.raises(ValueError, match="precision"):
+        memory.training_bytes(config, 2, "fp16")
 
 
 def _grads(model):

@@ -102,3 +102,47 @@ def test_scaler_skips_a_step_whose_gradients_overflowed():
     scaler.scale(param.sum()).backward()
     scaler.step(opt)  # a finite gradient: unscaled (1 per element) and applied
     assert torch.allclose(param.detach(), torch.zeros(3))
+
+
+def test_unit_roundoff_is_half_the_machine_epsilon():
+    assert precision.unit_roundoff(torch.bfloat16) == 2**-8
+    assert precision.unit_roundoff(torch.float32) == 2**-24
+    x = torch.tensor(1 + 2**-8 + 2**-12)  # the largest relative error of rounding to bf16
+    assert abs(x.bfloat16().float() - x) / x <= 2**-8
+
+
+def _adam_ratio(grads, betas):
+    """The last step |m̂ / sqrt(v̂)| of torch.optim.Adam (lr 1, no ε) after ``grads``."""
+    w = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.Adam([w], lr=1.0, betas=betas, eps=0.0)
+    before = w.detach().clone()
+    for g in grads:
+        before = w.detach().clone()
+        w.grad = torch.tensor([float(g)])
+        optimizer.step()
+    return abs((w.detach() - before).item())  # lr = 1: the step is the ratio
+
+
+@pytest.mark.parametrize("steps", [1, 2, 6, 40])
+def test_adam_step_bound_is_reached_and_never_exceeded(steps):
+    betas = (0.9, 0.99)
+    bound = precision.adam_step_bound(steps, betas)
+    generator = torch.Generator().manual_seed(steps)
+    for _ in range(20):
+        grads = torch.randn(steps, generator=generator).tolist()
+        assert _adam_ratio(grads, betas) <= bound * (1 + 1e-6)
+    b1, b2 = betas  # the worst case: g_i proportional to a_i / b_i
+    worst = [
+        ((1 - b1) * b1 ** (steps - i)) / ((1 - b2) * b2 ** (steps - i)) for i in range(1, steps + 1)
+    ]
+    assert _adam_ratio(worst, betas) == pytest.approx(bound, rel=1e-5)
+    assert precision.adam_step_bound(1, betas) == 1.0
+
+
+def test_drift_tolerance_adds_up_the_steps():
+    lrs = [3e-3, 2e-3, 1e-3]
+    tol = precision.drift_tolerance(lrs, (0.9, 0.99), torch.bfloat16)
+    reach = sum(lr * precision.adam_step_bound(s, (0.9, 0.99)) for s, lr in enumerate(lrs, 1))
+    assert tol["max"] == pytest.approx(2 * reach) and tol["typical"] == pytest.approx(reach / 256)
+    resumed = precision.drift_tolerance(lrs[1:], (0.9, 0.99), torch.float32, first_step=2)
+    assert resumed["reach"] < reach and resumed["unit_roundoff"] == 2**-24
