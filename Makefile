@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SERVE_STAMP := $(VENV)/.installed-serve
 NBTEST := _build/nbtest
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
@@ -45,15 +46,22 @@ lab: $(STAMP)
 # Chapter 08's model service on http://127.0.0.1:8000 (interactive docs at /docs). A missing
 # course checkpoint is trained first; settings: COURSE_SERVE_* variables (course_serve/settings.py),
 # uvicorn's options through SERVE_ARGS, e.g. make serve SERVE_ARGS="--port 8080 --workers 2".
-serve: $(STAMP)
+# It installs only what serving needs (the `serve` extra), not the notebook, book and test tools.
+serve: $(SERVE_STAMP)
 	$(BIN)/python -m course_serve --train-missing $(SERVE_ARGS)
 
-# Chapter 07's training script under torchrun: DDP on NPROC processes (gloo on the CPU, NCCL on
-# GPUs), e.g. `make ddp NPROC=4 ARGS="--strategy fsdp --steps 400"`; outputs in runs/gpt_ddp.
+$(SERVE_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[serve]'
+	touch $(SERVE_STAMP)
+
+# Chapter 07's training program (the module helpers.train_gpt_ddp) under torchrun: DDP on NPROC
+# processes (gloo on the CPU, NCCL on GPUs), e.g. `make ddp NPROC=4 ARGS="--strategy fsdp
+# --steps 400"`; outputs in runs/gpt_ddp.
 NPROC ?= 2
 ARGS  ?=
 ddp: $(STAMP)
-	$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) scripts/train_gpt_ddp.py $(ARGS)
+	$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) -m helpers.train_gpt_ddp $(ARGS)
 
 # Re-run every notebook in full mode, in place, to refresh the committed outputs
 # (without progress bars, which would be saved as stale widgets).

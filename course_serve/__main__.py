@@ -26,9 +26,10 @@ def main(argv=None) -> int:
     from .settings import Settings
 
     try:  # fail fast, with the fix, before uvicorn starts any worker
+        settings = Settings.from_env()
         if args.train_missing:
-            train_missing(Settings.from_env())
-        Settings.from_env().check_checkpoints()
+            train_missing(settings)
+        settings.check_checkpoints()
     except (FileNotFoundError, ValueError) as error:
         print(f"course_serve cannot start: {error}", file=sys.stderr)
         return 2
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
 
     uvicorn.run("course_serve.app:create_app", factory=True, host=args.host, port=args.port,
                 workers=args.workers, log_level=args.log_level,
-                timeout_graceful_shutdown=5)  # fmt: skip
+                timeout_graceful_shutdown=settings.shutdown_grace_s)  # fmt: skip
     return 0
 
 

@@ -1,28 +1,53 @@
 """The FastAPI application: ``create_app()`` builds it (``uvicorn --factory`` calls it).
 
-Routes: ``POST /classify``, ``POST /generate``, ``GET /health``; the OpenAPI schema at
-``/openapi.json`` documents every field, and ``/docs`` is the interactive page. The models load
-once, when the server starts (the lifespan); a missing checkpoint stops the start-up with a clear
-message. Inference runs on one thread behind two :class:`~course_serve.batching.MicroBatcher`.
+Routes: ``POST /classify``, ``POST /generate`` (JSON, or server-sent events with
+``"stream": true``), ``GET /health`` (what is served), ``/health/live`` and ``/health/ready``
+(probes), ``GET /metrics`` (Prometheus); the OpenAPI schema at ``/openapi.json`` documents every
+field and status code, and ``/docs`` is the interactive page. The models load once, when the
+server starts (the lifespan); a missing checkpoint stops the start-up with a clear message.
+
+Each route is a *lane*: its own :class:`~course_serve.batching.MicroBatcher` and inference
+thread, so a quick classification never waits behind long generations. A request is admitted or
+refused at once (503 when its lane is full), given up when its deadline passes (504) or its
+client disconnects, and its work is cancelled then.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import json
 import secrets
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__, images
-from .batching import MicroBatcher
+from .batching import MicroBatcher, Overloaded
 from .inference import GenerateJob, Models
+from .metrics import Metrics, RequestMetrics
 from .settings import Settings
 
-Pixel = Annotated[float, Field(ge=0, le=255, allow_inf_nan=False)]
+
+def a_number(value):
+    """JSON numbers only: pydantic's lax mode would take true as 1 and "5" as 5."""
+    if isinstance(value, (bool, str)):
+        raise ValueError("must be a JSON number, not true/false or a string")
+    return value  # 29.0 is the integer 29, as JSON Schema says; 29.5 is not
+
+
+def number(kind: type, **limits):
+    """``kind`` (int or float) within ``limits``, from JSON numbers only (limits first, so the
+    schema shows them as minimum and maximum)."""
+    return Annotated[kind, Field(**limits), BeforeValidator(a_number)]
+
+
+Pixel = number(float, ge=0, le=255, allow_inf_nan=False)
 Row = Annotated[list[Pixel], Field(min_length=images.SIDE, max_length=images.SIDE)]
 
 
@@ -53,22 +78,32 @@ class GenerateRequest(BaseModel):
                         "in the model's vocabulary (GET /health lists its size; Tiny "
                         "Shakespeare's 65 characters: letters, the digit 3, punctuation, "
                         "space, newline).", examples=["ROMEO:\n"])  # fmt: skip
-    max_new_tokens: int = Field(100, ge=1, description="How many characters to generate (at most "
-                                "the server's COURSE_SERVE_MAX_NEW_TOKENS, 500 by default; "
-                                "left out: 100, or that limit if lower).")  # fmt: skip
-    temperature: float = Field(0.8, ge=0, le=10, allow_inf_nan=False, description="Divides the "
-                               "logits: 0 is greedy (always the most likely character), 1 samples "
-                               "the model's distribution, higher is more random.")  # fmt: skip
-    top_k: int | None = Field(None, ge=1, description="Sample among the k most likely characters "
-                              "only; null keeps them all.")  # fmt: skip
-    seed: int | None = Field(
-        None,
-        strict=True,  # an integer: true, false and "5" are not seeds
+    max_new_tokens: number(int) = Field(
+        100,
+        ge=1,
+        description="How many characters to generate (at most the server's "
+        "COURSE_SERVE_MAX_NEW_TOKENS, 500 by default; left out: 100, or that limit if lower).",
+    )
+    temperature: number(float) = Field(
+        0.8,
         ge=0,
-        le=2**63 - 1,
+        le=10,
+        allow_inf_nan=False,
+        description="Divides the logits: 0 is greedy (always the most likely character), 1 "
+        "samples the model's distribution, higher is more random.",
+    )
+    top_k: number(int, ge=1) | None = Field(
+        None, description="Sample among the k most likely characters only; null keeps them all."
+    )
+    seed: number(int, ge=0, le=2**63 - 1) | None = Field(
+        None,
         description="Random seed: the same seed and settings give the same text. "
         "Null picks one (returned).",
     )
+    stream: bool = Field(False, strict=True, description="true: answer with server-sent events "
+                         "(text/event-stream): a `token` event per character as soon as it is "
+                         "generated, then one `done` event with this route's JSON answer (or an "
+                         "`error` event).")  # fmt: skip
 
 
 class GenerateResponse(BaseModel):
@@ -78,37 +113,93 @@ class GenerateResponse(BaseModel):
 
 
 class Health(BaseModel):
-    status: str = Field(description="`ok` once the models are loaded (a readiness probe).")
+    status: str = Field(description="`ready`, or `overloaded` while a lane is full (the same "
+                        "answer as GET /health/ready).")  # fmt: skip
     device: str = Field(description="Where the models run: cpu, cuda or mps.")
     models: dict = Field(description="Per model: its checkpoint path, parameter count and (GPT) "
                          "vocabulary size, context length and held-out loss.")  # fmt: skip
     batching: dict = Field(description="Whether server-side batching is on, its window (ms) and "
-                           "max_batch, and per route the requests, batches, largest and mean "
-                           "batch so far.")  # fmt: skip
-    limits: dict = Field(description="max_body_bytes, max_new_tokens and max_prompt_chars.")
+                           "max_batch, and per route (lane) the requests, batches, largest and "
+                           "mean batch so far, and the requests pending now.")  # fmt: skip
+    limits: dict = Field(description="max_body_bytes, max_new_tokens, max_prompt_chars, "
+                         "max_pending and request_timeout_s.")  # fmt: skip
+
+
+class Probe(BaseModel):
+    status: str = Field(description="`alive`; `ready` or `overloaded`.")
 
 
 class Problem(BaseModel):
     detail: str = Field(description="What was wrong with the request, and how to fix it.")
 
 
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before trying again.",
+                               "schema": {"type": "integer"}}}  # fmt: skip
 ERRORS = {
+    400: {
+        "model": Problem,
+        "description": "The body cannot be read: not UTF-8, or a bad Content-Length header.",
+    },  # fmt: skip
     413: {"model": Problem, "description": "The body is larger than COURSE_SERVE_MAX_BODY_BYTES."},
     415: {"model": Problem, "description": "A content type this route does not read."},
+    422: {"model": Problem, "description": "The request is not valid; `detail` says why."},
+    500: {
+        "model": Problem,
+        "description": "A bug in the server, never the client's fault; the "
+        "connection is closed (`Connection: close`).",
+    },  # fmt: skip
+    503: {
+        "model": Problem,
+        "headers": RETRY_AFTER,
+        "description": "The route already holds "
+        "COURSE_SERVE_MAX_PENDING requests: retry after `Retry-After` seconds.",
+    },  # fmt: skip
+    504: {
+        "model": Problem,
+        "description": "Not answered within COURSE_SERVE_REQUEST_TIMEOUT_S; "
+        "the work was cancelled.",
+    },  # fmt: skip
 }
-FILE_FIELD = {"type": "string", "format": "binary", "description": "A 28x28 PNG image."}
-CLASSIFY_BODY = {
-    "required": True,
-    "description": "One 28x28 grey image: PNG bytes, a form upload of a PNG (field `file`), or "
-    "JSON pixels.",
-    "content": {
-        "image/png": {"schema": {"type": "string", "format": "binary"}},
-        "multipart/form-data": {
-            "schema": {"type": "object", "required": ["file"], "properties": {"file": FILE_FIELD}}
+TOKEN_EVENT = {
+    "type": "object",
+    "required": ["text"],
+    "properties": {"text": {"type": "string", "description": "One new character."}},
+}
+
+
+def sse_event(name: str, data: dict) -> dict:
+    """One server-sent event's schema: its name and its JSON data."""
+    return {"type": "object", "required": ["event", "data"], "properties": {
+        "event": {"const": name},
+        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data},
+    }}  # fmt: skip
+
+
+STREAM = {
+    "description": 'With `"stream": true`, server-sent events: a `token` event per character, '
+    "then `done` (the JSON answer) or `error` (a Problem).",
+    "schema": {"oneOf": [sse_event("token", TOKEN_EVENT),
+                         sse_event("done", {"$ref": "#/components/schemas/GenerateResponse"}),
+                         sse_event("error", {"$ref": "#/components/schemas/Problem"})]},
+}  # fmt: skip
+
+
+def classify_body(max_bytes: int) -> dict:
+    """The OpenAPI request body of /classify (three ways to send one image)."""
+    png = {"type": "string", "format": "binary",
+           "description": f"A 28x28 PNG image; the whole body at most {max_bytes:,} bytes "
+           "(COURSE_SERVE_MAX_BODY_BYTES), larger gets 413."}  # fmt: skip
+    form = {"type": "object", "required": ["file"], "properties": {"file": png}}
+    return {
+        "required": True,
+        "description": "One 28x28 grey image: PNG bytes, a form upload of a PNG (field `file`), "
+        "or JSON pixels.",
+        "content": {
+            "image/png": {"schema": png},
+            "multipart/form-data": {"schema": form},
+            "application/json": {"schema": PixelsRequest.model_json_schema()},
         },
-        "application/json": {"schema": PixelsRequest.model_json_schema()},
-    },
-}
+    }
 
 
 # --------------------------------------------------------------------------- limits and errors
@@ -167,6 +258,9 @@ def describe(errors: list[dict]) -> str:
     return "; ".join(parts) + more
 
 
+PARSE_ERROR = "There was an error parsing the body"  # FastAPI's words for a body it cannot read
+
+
 def add_error_handlers(app: FastAPI) -> None:
     from fastapi.exceptions import RequestValidationError
 
@@ -174,13 +268,21 @@ def add_error_handlers(app: FastAPI) -> None:
     async def invalid(request, error):
         return JSONResponse({"detail": describe(error.errors())}, 422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, error):
+        detail = error.detail
+        if error.status_code == 400 and detail == PARSE_ERROR:
+            detail = "the body cannot be read: send JSON encoded in UTF-8."
+        return JSONResponse({"detail": detail}, error.status_code, headers=error.headers)
+
     @app.exception_handler(images.BadImage)
     async def bad_image(request, error):
         return JSONResponse({"detail": str(error)}, error.status)
 
     @app.exception_handler(Exception)
     async def unexpected(request, error):  # a bug, not the client's fault; the worker lives on
-        return JSONResponse({"detail": f"internal error ({type(error).__name__})"}, 500)
+        return JSONResponse({"detail": f"internal error ({type(error).__name__})"}, 500,
+                            headers={"Connection": "close"})  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the application
@@ -189,18 +291,27 @@ def add_error_handlers(app: FastAPI) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings: Settings = app.state.settings
-    models = Models(settings)
-    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
-    options = dict(window_s=settings.batch_window_ms / 1000, max_batch=settings.max_batch)
-    app.state.models = models
-    app.state.classify = MicroBatcher(models.classify, executor, **options)
-    app.state.generate = MicroBatcher(models.generate, executor, **options)
+    models, metrics = Models(settings), app.state.metrics
+
+    def generate(jobs):
+        new = models.generate(jobs)
+        metrics.tokens.inc(sum(map(len, new)))
+        return new
+
+    app.state.models, app.state.lanes, executors = models, {}, []
+    for name, fn in (("classify", models.classify), ("generate", generate)):
+        executors.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix=name))
+        app.state.lanes[name] = MicroBatcher(fn, executors[-1], window_s=settings.batch_window_ms
+                                             / 1000, max_batch=settings.max_batch,
+                                             max_pending=settings.max_pending)  # fmt: skip
+        metrics.watch(name, app.state.lanes[name])
     try:
         yield
-    finally:
-        await app.state.classify.close()
-        await app.state.generate.close()
-        executor.shutdown(wait=False, cancel_futures=True)
+    finally:  # uvicorn has let the requests in flight finish (up to the grace period)
+        for lane in app.state.lanes.values():
+            await lane.close(timeout=settings.shutdown_grace_s)
+        for executor in executors:
+            executor.shutdown(wait=False, cancel_futures=True)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -212,10 +323,126 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings or Settings.from_env()
+    app.state.metrics = Metrics()
     app.add_middleware(BodyLimit, max_bytes=app.state.settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     add_error_handlers(app)
     add_routes(app)
+    add_health_routes(app)
+    app.openapi = lambda: exact_schema(app)
     return app
+
+
+def exact_schema(app: FastAPI) -> dict:
+    """FastAPI's schema, with this server's limits and the model's vocabulary in it (a client,
+    or a schema-driven test, then knows every rule a valid request must follow)."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                             routes=app.routes)  # fmt: skip
+        settings, fields = app.state.settings, schema["components"]["schemas"]["GenerateRequest"]
+        prompt = fields["properties"]["prompt"]
+        prompt["maxLength"] = settings.max_prompt_chars
+        fields["properties"]["max_new_tokens"]["maximum"] = settings.max_new_tokens
+        models = getattr(app.state, "models", None)
+        if models is None:  # asked before the models loaded: the limits only, not cached
+            return schema
+        chars = "".join("\\" + c if c in "\\]^-[" else c for c in models.tokenizer.chars)
+        prompt["pattern"] = "^[" + chars.replace("\n", "\\n") + "]+$"
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+# ------------------------------------------------------------------- admission and deadlines
+
+
+def admit(request: Request, lane: str, item) -> asyncio.Future:
+    """Queue ``item`` on ``lane``, or answer 503 with Retry-After when the lane is full."""
+    try:
+        return request.app.state.lanes[lane].submit(item)
+    except Overloaded as error:
+        request.app.state.metrics.rejected.labels(lane).inc()
+        raise HTTPException(503, f"the server is busy ({error}); retry in a second.",
+                            headers={"Retry-After": "1"}) from None  # fmt: skip
+
+
+def give_up(request: Request, lane: str, future: asyncio.Future, item, reason: str) -> None:
+    """Stop waiting for ``item``: drop it if queued, stop its generation if running."""
+    future.cancel()
+    if isinstance(item, GenerateJob):
+        item.cancelled.set()
+    request.app.state.metrics.cancelled.labels(lane, reason).inc()
+
+
+async def disconnected(request: Request) -> None:
+    """Return when the client closes the connection (the body has been read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def answer(request: Request, lane: str, item):
+    """The result of ``item`` on ``lane``: 503 when full, 504 after the deadline; a client that
+    disconnects stops the work."""
+    future = admit(request, lane, item)
+    watcher = asyncio.ensure_future(disconnected(request))
+    timeout = request.app.state.settings.request_timeout_s
+    try:
+        done, _ = await asyncio.wait({future, watcher}, timeout=timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+    finally:
+        watcher.cancel()
+    if future in done:
+        return future.result()
+    reason = "disconnect" if watcher in done else "deadline"
+    give_up(request, lane, future, item, reason)
+    if reason == "disconnect":  # nobody reads this; nginx's "client closed request" for the logs
+        return Response(status_code=499)
+    raise HTTPException(504, f"not answered within {timeout:g} s (COURSE_SERVE_REQUEST_TIMEOUT_S);"
+                        " ask for fewer tokens or try again later.")  # fmt: skip
+
+
+def event(name: str, data: dict) -> str:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n"
+
+
+def stream(request: Request, job: GenerateJob) -> StreamingResponse:
+    """Server-sent events: each new character as it is generated, then ``done``."""
+    loop, tokens = asyncio.get_running_loop(), asyncio.Queue()
+    job = dataclasses.replace(
+        job, on_token=lambda t: loop.call_soon_threadsafe(tokens.put_nowait, t)
+    )
+    future = admit(request, "generate", job)  # 503 before any byte of the stream is sent
+    future.add_done_callback(lambda _: tokens.put_nowait(None))
+    decode, timeout = (
+        request.app.state.models.tokenizer.decode,
+        request.app.state.settings.request_timeout_s,
+    )
+
+    async def events():
+        end, new = loop.time() + timeout, []
+        try:
+            while (token := await asyncio.wait_for(tokens.get(), end - loop.time())) is not None:
+                new.append(token)
+                yield event("token", {"text": decode([token])})
+            if future.exception() is not None:
+                yield event(
+                    "error", {"detail": f"internal error ({type(future.exception()).__name__})"}
+                )
+            else:
+                yield event("done", {"text": decode(new), "new_tokens": len(new), "seed": job.seed})
+        except asyncio.TimeoutError:
+            give_up(request, "generate", future, job, "deadline")
+            yield event(
+                "error",
+                {"detail": f"not finished within {timeout:g} s (COURSE_SERVE_REQUEST_TIMEOUT_S)."},
+            )
+        finally:  # the client left (the stream was cancelled) or it is over: stop the work
+            if not future.done():
+                give_up(request, "generate", future, job, "disconnect")
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache"})  # fmt: skip
 
 
 async def read_image(request: Request):
@@ -266,42 +493,75 @@ def check_prompt(app: FastAPI, body: GenerateRequest) -> GenerateJob:
 
 
 def add_routes(app: FastAPI) -> None:
-    bad = {422: {"model": Problem, "description": "The request is not valid; `detail` says why."}}
+    codes = (400, 413, 422, 500, 503, 504)
+    max_bytes = app.state.settings.max_body_bytes
 
-    @app.post("/classify", response_model=ClassifyResponse, responses={**ERRORS, **bad},
-              openapi_extra={"requestBody": CLASSIFY_BODY})  # fmt: skip
+    @app.post("/classify", response_model=ClassifyResponse,
+              responses={c: ERRORS[c] for c in (*codes, 415)},
+              openapi_extra={"requestBody": classify_body(max_bytes)})  # fmt: skip
     async def classify(request: Request) -> ClassifyResponse:
         """The digit in a 28x28 grey image (chapter 02's CNN), with all ten probabilities."""
-        probabilities = await app.state.classify.submit(await read_image(request))
+        probabilities = await answer(request, "classify", await read_image(request))
+        if isinstance(probabilities, Response):  # the client went away
+            return probabilities
         digit = max(range(10), key=probabilities.__getitem__)
         return ClassifyResponse(digit=digit, probabilities=probabilities)
 
-    @app.post("/generate", response_model=GenerateResponse, responses={413: ERRORS[413], **bad})
-    async def generate(body: GenerateRequest) -> GenerateResponse:
-        """Continue a prompt with chapter 04's character GPT."""
+    @app.post("/generate", response_model=GenerateResponse,
+              responses={200: {"content": {"text/event-stream": STREAM}},
+                         **{c: ERRORS[c] for c in codes}})  # fmt: skip
+    async def generate(body: GenerateRequest, request: Request) -> GenerateResponse:
+        """Continue a prompt with chapter 04's character GPT (JSON, or a stream of events)."""
         job = check_prompt(app, body)
-        new = await app.state.generate.submit(job)
+        if body.stream:
+            return stream(request, job)
+        new = await answer(request, "generate", job)
+        if isinstance(new, Response):
+            return new
         text = app.state.models.tokenizer.decode(new)
         return GenerateResponse(text=text, new_tokens=len(new), seed=job.seed)
 
+
+def add_health_routes(app: FastAPI) -> None:
+    def readiness() -> str:
+        return "overloaded" if any(lane.full for lane in app.state.lanes.values()) else "ready"
+
+    @app.get("/health/live", response_model=Probe)
+    async def live() -> dict:
+        """Liveness: the process answers (restart it when this fails)."""
+        return {"status": "alive"}
+
+    @app.get("/health/ready", response_model=Probe,
+             responses={503: {"model": Probe, "headers": RETRY_AFTER, "description":
+                              "A lane is full: send traffic elsewhere for now."}})  # fmt: skip
+    async def ready():
+        """Readiness: the models are loaded and every lane has room (route traffic here)."""
+        status = readiness()
+        if status == "ready":
+            return {"status": status}
+        return JSONResponse({"status": status}, 503, headers={"Retry-After": "1"})
+
+    @app.get("/metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
+                              "description": "Prometheus' text format."}})  # fmt: skip
+    async def metrics() -> Response:
+        """Counters and histograms for Prometheus (course_serve.metrics lists them)."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/health", response_model=Health)
     async def health() -> dict:
-        """Liveness and what is served: models, device, batching settings and counters, limits."""
-        settings = app.state.settings
+        """What is served: readiness, models, device, batching settings and counters, limits."""
+        settings, lanes = app.state.settings, app.state.lanes
         return {
-            "status": "ok",
+            "status": readiness(),
             "device": str(app.state.models.device),
             "models": app.state.models.info,
-            "batching": {
-                "enabled": app.state.classify.enabled,
-                "window_ms": settings.batch_window_ms,
-                "max_batch": settings.max_batch,
-                "classify": app.state.classify.stats(),
-                "generate": app.state.generate.stats(),
-            },
-            "limits": {
-                "max_body_bytes": settings.max_body_bytes,
-                "max_new_tokens": settings.max_new_tokens,
-                "max_prompt_chars": settings.max_prompt_chars,
-            },
-        }
+            "batching": {"enabled": lanes["classify"].enabled,
+                         "window_ms": settings.batch_window_ms, "max_batch": settings.max_batch,
+                         **{name: lane.stats() for name, lane in lanes.items()}},
+            "limits": {name: getattr(settings, name) for name in (
+                "max_body_bytes", "max_new_tokens", "max_prompt_chars", "max_pending",
+                "request_timeout_s")},
+        }  # fmt: skip

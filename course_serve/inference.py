@@ -9,13 +9,19 @@ Batched generation without padding errors: prompts of different lengths are padd
 after a position never changes it, and every row keeps its positions 0..T-1: each row gets the
 tokens it would get alone (the no-cache path of ``GPT.generate``). Every job has its own random
 generator (from its seed, on the model's device), so a request's text does not depend on what it
-was batched with. (A request alone takes ``GPT.generate``'s KV-cache path instead, which gives the
-same tokens up to floating-point rounding.)
+was batched with. (A request alone takes ``GPT.stream``'s KV-cache path instead: the same
+tokens up to floating-point rounding, which can flip a near-tie between two characters.)
+
+Generation runs one token at a time and checks each job between steps: a job whose ``cancelled``
+event is set (its client went away, or its deadline passed) stops there, and ``on_token`` hands
+each new token to a streaming response as soon as it exists.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -33,6 +39,17 @@ class GenerateJob:
     temperature: float = 1.0
     top_k: int | None = None
     seed: int = 0
+    on_token: Callable[[int], None] | None = field(default=None, compare=False, repr=False)
+    cancelled: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+
+    def take(self, token: int, new: list) -> bool:
+        """Record ``token`` unless the job was cancelled; False when it should stop."""
+        if self.cancelled.is_set():
+            return False
+        new.append(token)
+        if self.on_token is not None:
+            self.on_token(token)
+        return len(new) < self.max_new_tokens
 
 
 class Models:
@@ -81,10 +98,19 @@ class Models:
         if len(jobs) == 1:
             job = jobs[0]
             idx = torch.tensor([job.ids], device=self.device)
-            out = self.gpt.generate(idx, job.max_new_tokens, job.temperature, job.top_k,
+            steps = self.gpt.stream(idx, job.max_new_tokens, job.temperature, job.top_k,
                                     use_cache=True, generator=gens[0])  # fmt: skip
-            return [out[0, len(job.ids) :].tolist()]
+            return [run_alone(job, (int(step) for step in steps))]
         return generate_padded(self.gpt, jobs, gens, self.device)
+
+
+def run_alone(job: GenerateJob, tokens: Iterable[int]) -> list[int]:
+    """Take tokens for one job until it has enough or is cancelled."""
+    new = []
+    for token in tokens:
+        if not job.take(token, new):
+            break
+    return new
 
 
 def generate_padded(gpt, jobs: list[GenerateJob], gens: list, device) -> list[list[int]]:
@@ -106,8 +132,10 @@ def generate_padded(gpt, jobs: list[GenerateJob], gens: list, device) -> list[li
             for row, i in enumerate(active)
         ]  # each row with its own generator, in the same order as one at a time
         tokens = torch.cat(sampled).flatten().tolist()  # one wait for the device per step
+        going = []
         for i, token in zip(active, tokens):
             seqs[i].append(token)
-            new[i].append(token)
-        active = [i for i in active if len(new[i]) < jobs[i].max_new_tokens]
+            if jobs[i].take(token, new[i]):
+                going.append(i)
+        active = going
     return new

@@ -68,7 +68,7 @@ class ServerProcess:
                 raise RuntimeError(f"the server exited with code {self.process.returncode}:\n"
                                    f"{self.log()[-2000:]}")  # fmt: skip
             try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                if httpx.get(self.url + "/health/ready", timeout=2).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

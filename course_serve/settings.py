@@ -7,6 +7,12 @@
 ``COURSE_SERVE_DEVICE``            ``cpu`` (default), ``cuda`` or ``mps``
 ``COURSE_SERVE_BATCH_WINDOW_MS``   the collection window; 0 turns batching off (default 5)
 ``COURSE_SERVE_MAX_BATCH``         the most requests in one batch (default 64)
+``COURSE_SERVE_MAX_PENDING``       the most requests a route holds, waiting or running; more
+                                   get 503 with Retry-After (default 256)
+``COURSE_SERVE_REQUEST_TIMEOUT_S`` a request not answered by then gets 504 and its work is
+                                   cancelled (default 60)
+``COURSE_SERVE_SHUTDOWN_GRACE_S``  on SIGINT/SIGTERM, how long requests in flight may take to
+                                   finish before the server stops anyway (default 30)
 ``COURSE_SERVE_MAX_BODY_BYTES``    larger request bodies get 413 (default 1,000,000)
 ``COURSE_SERVE_MAX_NEW_TOKENS``    the most characters one /generate may ask for (default 500)
 ``COURSE_SERVE_MAX_PROMPT_CHARS``  the longest prompt (default 2,000)
@@ -39,6 +45,9 @@ class Settings:
     device: str = "cpu"
     batch_window_ms: float = 5.0
     max_batch: int = 64
+    max_pending: int = 256
+    request_timeout_s: float = 60.0
+    shutdown_grace_s: float = 30.0
     max_body_bytes: int = 1_000_000
     max_new_tokens: int = 500
     max_prompt_chars: int = 2_000
@@ -48,6 +57,9 @@ class Settings:
         checks = {
             "batch_window_ms": 0 <= self.batch_window_ms <= 1_000,
             "max_batch": self.max_batch >= 1,
+            "max_pending": self.max_pending >= 1,
+            "request_timeout_s": self.request_timeout_s > 0,
+            "shutdown_grace_s": self.shutdown_grace_s >= 0,
             "max_body_bytes": self.max_body_bytes >= 1_024,
             "max_new_tokens": self.max_new_tokens >= 1,
             "max_prompt_chars": self.max_prompt_chars >= 1,
@@ -57,7 +69,8 @@ class Settings:
             if not ok:
                 raise ValueError(
                     f"{PREFIX}{name.upper()}={getattr(self, name)!r} is out of range: the window "
-                    "is 0-1000 ms, max_body_bytes at least 1024, threads 0 or more, the rest >= 1."
+                    "is 0-1000 ms, max_body_bytes at least 1024, threads 0 or more, the request "
+                    "timeout > 0 s, the shutdown grace >= 0 s, the rest >= 1."
                 )
 
     @classmethod

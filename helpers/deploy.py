@@ -1,6 +1,7 @@
 """Getting a trained model ready to serve (chapter 08): export, ONNX, int8, latency.
 
-- :func:`export_program`: ``torch.export`` with a dynamic batch dimension; :func:`max_abs_diff`
+- :func:`export_program`: ``torch.export`` with a dynamic batch (and sequence) dimension;
+  :func:`max_abs_diff`
   checks a reloaded program (or anything callable) against the eager model;
 - :func:`export_onnx` (the dynamo exporter) and :func:`onnx_runner`: the model in ONNX Runtime,
   called with and returning torch tensors;
@@ -8,8 +9,10 @@
   :func:`fake_quantize_weights` for every conv / linear weight of a model (to measure what int8
   costs in accuracy); :func:`quantize_dynamic_int8` (PyTorch's dynamic quantization, fast int8
   kernels on x86 and ARM CPUs) and :func:`quantize_torchao` (torchao's ``quantize_``);
-- :func:`saved_bytes` (the size of a saved ``state_dict``) and :func:`latency_ms` (median wall
-  time of a call, with the device synchronised).
+- :func:`saved_bytes` (the size of a saved ``state_dict``), :func:`latency_ms` (median wall
+  time of a call, with the device synchronised) and :func:`compare_latency` (candidates timed in
+  interleaved rounds: a median and a spread each, so a comparison can tell noise from a
+  difference).
 
 The serving package (``course_serve``) runs the eager models; these are the measured steps that
 decide what to serve. Needs the ``[deploy]`` extra for ONNX and torchao.
@@ -23,6 +26,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,18 +35,24 @@ from torch import nn
 from .device import sync
 
 
-def export_program(model: nn.Module, example: torch.Tensor, max_batch: int = 1024):
-    """``torch.export`` of ``model(example)`` with dimension 0 (the batch) dynamic, 1..max_batch.
+def export_program(
+    model: nn.Module, example: torch.Tensor, max_batch: int = 1024, max_length: int | None = None
+):
+    """``torch.export`` of ``model(example)`` with dimension 0 (the batch) dynamic, 1..max_batch,
+    and with ``max_length`` also dimension 1 (a sequence), 2..max_length.
 
-    The example should have a batch of at least 2: export specialises sizes 0 and 1.
+    The example should have a batch (and length) of at least 2: export specialises sizes 0 and 1.
     """
-    if example.shape[0] < 2:
+    if example.shape[0] < 2 or (max_length is not None and example.shape[1] < 2):
         raise ValueError(
-            f"export with an example batch of at least 2 (got {example.shape[0]}): a batch of 1 "
-            "would be specialised and the dynamic batch dimension lost."
+            f"export with an example of at least 2 rows (and 2 positions), got "
+            f"{tuple(example.shape)}: a size of 1 would be specialised and the dimension lost."
         )
-    batch = torch.export.Dim("batch", min=1, max=max_batch)
-    return torch.export.export(model.eval(), (example,), dynamic_shapes=({0: batch},))
+    example = example.contiguous()  # a slice's strides would tie the length to its parent's size
+    dims = {0: torch.export.Dim("batch", min=1, max=max_batch)}
+    if max_length is not None:
+        dims[1] = torch.export.Dim("length", min=2, max=max_length)
+    return torch.export.export(model.eval(), (example,), dynamic_shapes=(dims,))
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path, max_batch: int = 1024) -> Path:
@@ -169,3 +179,34 @@ def latency_ms(fn, x, *, repeats: int = 20, warmup: int = 3, device=None) -> flo
         sync(device)
         times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A repeated measurement: the median, and the lowest and highest value."""
+
+    median: float
+    low: float
+    high: float
+
+    def below(self, other: Spread) -> bool:
+        """Lower beyond the spread: even this one's highest value is under the other's lowest
+        (for times: faster in every round)."""
+        return self.high < other.low
+
+    def __str__(self) -> str:
+        return f"{self.median:.2f} [{self.low:.2f}-{self.high:.2f}]"
+
+
+def compare_latency(fns: dict, x, *, rounds: int = 5, calls: int = 10, warmup: int = 3,
+                    device=None) -> dict[str, Spread]:  # fmt: skip
+    """:func:`latency_ms` of every ``fns[name](x)``, interleaved: ``rounds`` rounds, each running
+    every candidate for ``calls`` calls. A busy moment of the machine slows all of them alike, and
+    the spread over rounds (a :class:`Spread` of the rounds' medians, in ms) says which
+    differences are real (:meth:`Spread.below`)."""
+    per_round = {name: [] for name in fns}
+    for r in range(rounds):
+        for name, fn in fns.items():
+            ms = latency_ms(fn, x, repeats=calls, warmup=warmup if r == 0 else 0, device=device)
+            per_round[name].append(ms)
+    return {n: Spread(statistics.median(v), min(v), max(v)) for n, v in per_round.items()}

@@ -10,6 +10,7 @@ The tokenizer lives in :mod:`helpers.tokenizer`, the training recipe in :mod:`he
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -106,7 +107,9 @@ class CausalSelfAttention(nn.Module):
             k,
             v,
             attn_mask=mask,
-            is_causal=(past == 0 and T > 1),
+            # bool(): under torch.export T is symbolic and the comparison a SymBool, which the
+            # fused kernel cannot take; bool() decides it once and records the guard T > 1
+            is_causal=bool(past == 0 and T > 1),
             dropout_p=self.dropout if self.training else 0.0,
         )
         y = y.transpose(1, 2).reshape(B, T, C)  # concatenate the heads
@@ -221,6 +224,24 @@ class GPT(nn.Module):
         the sequence fits in ``block_size``; beyond it the window slides, every position moves,
         and each step recomputes the last ``block_size`` tokens, with or without cache.
         """
+        steps = self.stream(idx, max_new_tokens, temperature, top_k, use_cache, generator)
+        return torch.cat([idx, *steps], dim=1)
+
+    @torch.inference_mode()
+    def stream(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """:meth:`generate` one step at a time: yields each new token's ids, shape (B, 1).
+
+        The caller may stop early (a client that went away); the model is in eval mode while
+        it runs and back in its former mode when the loop ends or is closed.
+        """
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}.")
         if top_k is not None and top_k < 1:
@@ -229,15 +250,18 @@ class GPT(nn.Module):
         self.eval()
         block = self.config.block_size
         cache = KVCache(self.config.n_layer) if use_cache else None
-        for _ in range(max_new_tokens):
-            if cache is not None and idx.shape[1] <= block:
-                logits = self(idx[:, len(cache) :], cache)  # only the positions not yet cached
-            else:
-                logits = self(idx[:, -block:])
-            idx_next = sample_next(logits[:, -1, :], temperature, top_k, generator)
-            idx = torch.cat([idx, idx_next], dim=1)
-        self.train(was_training)
-        return idx
+        try:
+            for _ in range(max_new_tokens):
+                if cache is not None and idx.shape[1] <= block:
+                    logits = self(idx[:, len(cache) :], cache)  # only the positions not yet cached
+                else:
+                    logits = self(idx[:, -block:])
+                idx_next = sample_next(logits[:, -1, :], temperature, top_k, generator)
+                # past the context only the last block is read: keep block + 1 (still > block)
+                idx = torch.cat([idx, idx_next], dim=1)[:, -(block + 1) :]
+                yield idx_next
+        finally:
+            self.train(was_training)
 
 
 def sample_next(

@@ -19,6 +19,22 @@ def tiny_gpt():
     return helpers.gpt.GPT(config).eval()
 
 
+def test_the_gpt_exports_with_a_dynamic_length_and_matches_eager_exactly(tmp_path):
+    gpt = tiny_gpt()
+    example = torch.randint(0, 11, (2, 8))[:, :5]  # a slice: strides (8, 1)
+    program = helpers.deploy.export_program(gpt, example, max_length=8)
+    torch.export.save(program, tmp_path / "gpt.pt2")
+    loaded = torch.export.load(tmp_path / "gpt.pt2").module()
+    with torch.inference_mode():
+        for batch, length in [(2, 1), (1, 2), (3, 4), (2, 8)]:
+            ids = torch.randint(0, 11, (batch, length))
+            assert torch.equal(loaded(ids), gpt(ids))
+    with pytest.raises(Exception, match="Guard failed"):
+        loaded(torch.randint(0, 11, (2, 9)))  # longer than the context it was exported for
+    with pytest.raises(ValueError, match="at least 2"):
+        helpers.deploy.export_program(gpt, torch.randint(0, 11, (2, 1)), max_length=8)
+
+
 def test_exported_programs_reload_and_match_eager_at_any_batch(tmp_path):
     cnn, gpt = tiny_cnn(), tiny_gpt()
     for model, example, make in [
@@ -70,5 +86,11 @@ def test_fake_quantized_cnn_and_dynamic_int8_stay_close():
 def test_latency_and_saved_bytes(tmp_path):
     model = nn.Linear(4, 4)
     assert helpers.deploy.latency_ms(model, torch.randn(2, 4), repeats=3, warmup=1) > 0
+    timed = helpers.deploy.compare_latency({"a": model, "b": model}, torch.randn(2, 4), rounds=3,
+                                           calls=2)  # fmt: skip
+    assert set(timed) == {"a", "b"} and all(t.low <= t.median <= t.high for t in timed.values())
+    fast, slow = helpers.deploy.Spread(1.0, 0.9, 1.1), helpers.deploy.Spread(2.0, 1.5, 2.5)
+    assert fast.below(slow) and not slow.below(fast) and not fast.below(fast)
+    assert str(fast) == "1.00 [0.90-1.10]"
     size = helpers.deploy.saved_bytes(model, tmp_path / "model.pt")
     assert size == (tmp_path / "model.pt").stat().st_size == helpers.deploy.saved_bytes(model)

@@ -78,8 +78,10 @@ def digit_image():
 
 def test_health_names_the_models_and_settings(client):
     body = client.get("/health").json()
-    assert body["status"] == "ok" and body["models"]["char_gpt"]["vocab_size"] == len(CHARS)
+    assert body["status"] == "ready" and body["models"]["char_gpt"]["vocab_size"] == len(CHARS)
     assert body["batching"]["enabled"] and body["limits"]["max_new_tokens"] == 40
+    assert client.get("/health/live").json() == {"status": "alive"}
+    assert client.get("/health/ready").json() == {"status": "ready"}
 
 
 def test_classify_reads_png_form_and_json_alike(client):
@@ -186,6 +188,10 @@ BAD_GENERATE = {
     "prompt too long": ({"prompt": "a" * 2001}, "prompt too long"),
     "boolean seed": ({"prompt": "a", "seed": False}, "seed"),
     "string seed": ({"prompt": "a", "seed": "5"}, "seed"),
+    "string stream": ({"prompt": "a", "stream": "yes"}, "stream"),
+    "boolean tokens": ({"prompt": "a", "max_new_tokens": True}, "max_new_tokens"),
+    "string temperature": ({"prompt": "a", "temperature": "0.5"}, "temperature"),
+    "fractional seed": ({"prompt": "a", "seed": 2.5}, "seed"),
 }
 
 
@@ -217,10 +223,13 @@ def test_make_test_installs_the_deploy_extra_and_packages_the_service():
     tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     extras = pyproject["project"]["optional-dependencies"]
-    assert set(extras["deploy"]) <= set(extras["dev"])  # `make install` is pip install -e '.[dev]'
+    deploy = [d for d in extras["deploy"] if not d.startswith("course-helpers[")] + extras["serve"]
+    assert set(deploy) <= set(extras["dev"])  # `make install` is pip install -e '.[dev]'
+    assert "course-helpers[serve]" in extras["deploy"]  # the service's extra, within deploy's
     assert "course_serve" in pyproject["tool"]["setuptools"]["packages"]
     assert any(p.startswith("course_serve") for p in pyproject["tool"]["ruff"]["include"])
-    assert "\nserve:" in (ROOT / "Makefile").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\nserve: $(SERVE_STAMP)" in makefile and "-e '.[serve]'" in makefile  # light install
 
 
 def test_settings_reject_bad_values():
@@ -274,7 +283,7 @@ def test_generated_classify_requests_never_get_a_5xx(client, data, kind, pixels)
 
 
 def test_the_server_survived_everything(client, server):
-    assert client.get("/health").json()["status"] == "ok" and server.process.poll() is None
+    assert client.get("/health").json()["status"] == "ready" and server.process.poll() is None
 
 
 # ------------------------------------------------------------------ batched generation is exact
@@ -319,12 +328,264 @@ def test_one_failing_request_fails_alone_in_its_batch():
 
     async def main():
         batcher = MicroBatcher(double, ThreadPoolExecutor(1), window_s=0.05, max_batch=16)
-        items = [1, 2, "bad", 3]
+        items = [1, 2, 3, 4, "bad", 5, 6, 7, 8]  # 8 good requests and one bad one, together
         results = await asyncio.gather(*(batcher.submit(i) for i in items), return_exceptions=True)
         await batcher.close()
         return results, batcher.stats()
 
     results, stats = asyncio.run(main())
-    assert results[:2] == [2, 4] and results[3] == 6
-    assert isinstance(results[2], ValueError) and "bad item" in str(results[2])
-    assert stats["largest_batch"] == 4  # they were batched, then run alone after the failure
+    assert results[:4] + results[5:] == [2, 4, 6, 8, 10, 12, 14, 16]
+    assert isinstance(results[4], ValueError) and "bad item" in str(results[4])
+    assert stats["largest_batch"] == 9  # they were batched, then run alone after the failure
+    assert stats["pending"] == 0
+
+
+def test_a_body_that_is_not_utf8_gets_a_clear_400(client):
+    reply = client.post("/generate", content=b'{"prompt": "\xff\xfe"}', headers=JSON)
+    assert reply.status_code == 400 and "UTF-8" in reply.json()["detail"], reply.text
+
+
+def test_a_bug_answers_500_and_closes_the_connection(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from course_serve.app import create_app
+
+    cnn_path, gpt_path = save_tiny_models(tmp_path)
+    app = create_app(Settings(cnn_checkpoint=cnn_path, gpt_checkpoint=gpt_path))
+
+    @app.get("/boom")
+    async def boom():
+        raise RuntimeError("a bug")
+
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        reply = test_client.get("/boom")
+    assert reply.status_code == 500 and reply.headers["connection"] == "close"
+    assert reply.json() == {"detail": "internal error (RuntimeError)"}
+
+
+# ----------------------------------------------------------------- streaming and metrics
+
+
+def read_events(lines) -> list[tuple[str, dict]]:
+    """(event, data) pairs of a text/event-stream."""
+    events, name = [], None
+    for line in lines:
+        if line.startswith("event: "):
+            name = line[len("event: ") :]
+        elif line.startswith("data: "):
+            events.append((name, json.loads(line[len("data: ") :])))
+    return events
+
+
+def test_streaming_sends_each_character_then_the_answer(client):
+    request = {"prompt": "ROMEO:\n", "max_new_tokens": 20, "temperature": 0.9, "seed": 3}
+    plain = client.post("/generate", json=request).json()
+    with client.stream("POST", "/generate", json={**request, "stream": True}) as reply:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        events = read_events(reply.iter_lines())
+    tokens = [data["text"] for name, data in events if name == "token"]
+    assert len(tokens) == 20 and events[-1] == ("done", plain)
+    assert "".join(tokens) == plain["text"]
+
+
+def metric(client, name: str, **labels) -> float:
+    """One sample of GET /metrics (0 when it has not been recorded yet)."""
+    wanted = name + (
+        "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}" if labels else ""
+    )
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(wanted + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_metrics_count_requests_batches_and_tokens(client):
+    before = metric(client, "course_serve_requests_total", route="/generate", status="200")
+    tokens = metric(client, "course_serve_generated_tokens_total")
+    client.post("/generate", json={"prompt": "a", "max_new_tokens": 9})
+    assert metric(client, "course_serve_requests_total", route="/generate", status="200") == (
+        before + 1
+    )
+    assert metric(client, "course_serve_generated_tokens_total") == tokens + 9
+    text = client.get("/metrics").text
+    names = ("course_serve_request_seconds_bucket", "course_serve_batch_size_bucket",
+             'course_serve_pending{lane="classify"}', "course_serve_rejected_total")  # fmt: skip
+    for name in names:
+        assert name in text, name
+
+
+def test_the_python_client_and_its_command_line(server, capsys, tmp_path):
+    from course_serve.client import Client, ServiceError, main
+
+    with Client(server.url) as python_client:
+        answer = python_client.generate("ROMEO:", max_new_tokens=10, seed=2)
+        assert "".join(python_client.stream("ROMEO:", max_new_tokens=10, seed=2)) == answer["text"]
+        assert python_client.classify(images.to_png(digit_image()))["digit"] in range(10)
+        with pytest.raises(ServiceError, match="unknown characters") as error:
+            python_client.generate("€")
+        assert error.value.status == 422
+    png = tmp_path / "digit.png"
+    png.write_bytes(images.to_png(digit_image()))
+    assert main(["--url", server.url, "classify", str(png)]) == 0
+    assert main(["--url", server.url, "generate", "ROMEO:", "--tokens", "10", "--seed", "2",
+                 "--stream"]) == 0  # fmt: skip
+    assert answer["text"] in capsys.readouterr().out
+    assert main(["--url", server.url, "generate", "€"]) == 1
+    assert "422: unknown characters" in capsys.readouterr().err
+
+
+# ------------------------------------------------- backpressure, deadlines, disconnects, shutdown
+
+SLOW = {"COURSE_SERVE_BATCH_WINDOW_MS": 0, "COURSE_SERVE_MAX_NEW_TOKENS": 200_000,
+        "COURSE_SERVE_MAX_PENDING": 2, "COURSE_SERVE_REQUEST_TIMEOUT_S": 4,
+        "COURSE_SERVE_THREADS": 1}  # fmt: skip
+LONG = {"prompt": "ROMEO:", "max_new_tokens": 200_000}  # minutes of work for the tiny GPT
+
+
+@pytest.fixture(scope="module")
+def slow_server(tmp_path_factory):
+    """A server with room for 2 requests per lane and a 4 s deadline."""
+    cnn_path, gpt_path = save_tiny_models(tmp_path_factory.mktemp("slow"))
+    env = {"COURSE_SERVE_CNN_CHECKPOINT": cnn_path, "COURSE_SERVE_GPT_CHECKPOINT": gpt_path, **SLOW}
+    with ServerProcess(env=env, start_timeout=60) as process:
+        yield process
+
+
+def wait_until(condition, timeout=20.0):
+    import time
+
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out waiting"
+        time.sleep(0.05)
+
+
+def lane_idle(session, lane="generate"):
+    return session.get("/health").json()["batching"][lane]["pending"] == 0
+
+
+def test_a_request_past_its_deadline_gets_504_and_stops(slow_server):
+    with httpx.Client(base_url=slow_server.url, timeout=30) as session:
+        tokens = metric(session, "course_serve_generated_tokens_total")
+        reply = session.post("/generate", json=LONG)
+        assert (
+            reply.status_code == 504 and "COURSE_SERVE_REQUEST_TIMEOUT_S" in reply.json()["detail"]
+        )
+        assert (
+            metric(session, "course_serve_cancelled_total", lane="generate", reason="deadline") >= 1
+        )
+        # the generation stopped soon after: its tokens are counted when the lane lets it go
+        wait_until(lambda: metric(session, "course_serve_generated_tokens_total") > tokens)
+        assert (
+            metric(session, "course_serve_generated_tokens_total") - tokens < LONG["max_new_tokens"]
+        )
+        wait_until(lambda: lane_idle(session))
+        assert (
+            session.post("/generate", json={"prompt": "a", "max_new_tokens": 3}).status_code == 200
+        )
+
+
+def test_a_full_lane_answers_503_with_retry_after(slow_server):
+    with httpx.Client(base_url=slow_server.url, timeout=30) as session:
+        wait_until(lambda: lane_idle(session))
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            busy = [pool.submit(httpx.post, slow_server.url + "/generate", json=LONG, timeout=30)
+                    for _ in range(2)]  # fmt: skip
+            wait_until(
+                lambda: session.get("/health").json()["batching"]["generate"]["pending"] == 2
+            )
+            reply = session.post("/generate", json={"prompt": "a", "max_new_tokens": 3})
+            assert reply.status_code == 503 and reply.headers["retry-after"] == "1", reply.text
+            ready = session.get("/health/ready")
+            assert ready.status_code == 503 and ready.json() == {"status": "overloaded"}
+            classify = session.post("/classify", json={"pixels": digit_image().tolist()})
+            assert classify.status_code == 200  # its own lane: never behind the generations
+            assert [f.result().status_code for f in busy] == [504, 504]
+        assert metric(session, "course_serve_rejected_total", lane="generate") >= 1
+        wait_until(lambda: lane_idle(session))
+        assert session.get("/health/ready").status_code == 200
+
+
+def leave_early(url: str, stream: bool) -> None:
+    """Ask for a long generation and hang up: after 0.5 s of silence, or after one token."""
+    if not stream:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url + "/generate", json=LONG, timeout=0.5)
+        return
+    with httpx.stream(
+        "POST", url + "/generate", json={**LONG, "stream": True}, timeout=30
+    ) as reply:
+        assert next(reply.iter_lines()).startswith("event: token")
+    # leaving the block closes the connection in the middle of the stream
+
+
+def test_a_client_that_disconnects_cancels_its_work(slow_server):
+    with httpx.Client(base_url=slow_server.url, timeout=30) as session:
+
+        def disconnects():
+            return metric(session, "course_serve_cancelled_total", lane="generate",
+                          reason="disconnect")  # fmt: skip
+
+        wait_until(lambda: lane_idle(session))
+        tokens, before = metric(session, "course_serve_generated_tokens_total"), disconnects()
+        for stream in (False, True):
+            leave_early(slow_server.url, stream)
+            wait_until(lambda s=stream: disconnects() == before + 1 + s, 3.5)
+            wait_until(lambda: lane_idle(session), 3.5)  # well before the 4 s deadline
+        generated = metric(session, "course_serve_generated_tokens_total") - tokens
+        assert 0 < generated < LONG["max_new_tokens"]
+
+
+def test_classify_is_not_stuck_behind_a_long_generation(slow_server):
+    with httpx.Client(base_url=slow_server.url, timeout=30) as session:
+        wait_until(lambda: lane_idle(session))
+        with session.stream("POST", "/generate", json={**LONG, "stream": True}) as reply:
+            lines = reply.iter_lines()
+            assert next(lines).startswith("event: token")  # the generation is running
+            classify = httpx.post(slow_server.url + "/classify", timeout=30,
+                                  json={"pixels": digit_image().tolist()})  # fmt: skip
+            assert classify.status_code == 200
+            assert session.get("/health").json()["batching"]["generate"]["pending"] == 1
+
+
+def test_shutdown_lets_requests_in_flight_finish(tmp_path):
+    import signal
+
+    cnn_path, gpt_path = save_tiny_models(tmp_path)
+    env = {"COURSE_SERVE_CNN_CHECKPOINT": cnn_path, "COURSE_SERVE_GPT_CHECKPOINT": gpt_path, **SLOW,
+           "COURSE_SERVE_REQUEST_TIMEOUT_S": 60}  # fmt: skip
+    with ServerProcess(env=env, start_timeout=60) as server:
+        request = {"prompt": "ROMEO:", "max_new_tokens": 3000, "stream": True}
+        with httpx.stream("POST", server.url + "/generate", json=request, timeout=60) as reply:
+            lines = reply.iter_lines()
+            first = next(lines)
+            server.process.send_signal(signal.SIGINT)  # Ctrl-C, or SIGTERM from an orchestrator
+            events = read_events([first, *lines])
+        assert events[-1][0] == "done" and events[-1][1]["new_tokens"] == 3000
+        assert server.process.wait(30) == 0
+
+
+# ------------------------------------------------------- the schema, tested by schemathesis
+
+
+def test_every_answer_matches_the_openapi_schema(server):
+    """Generated valid and invalid requests (bounded, loopback): no 5xx, every answer in the
+    schema (status code, content type, body, headers)."""
+    schemathesis = pytest.importorskip("schemathesis")
+    rejections = {"negative_data_rejection": {"expected-statuses": [400, 413, 415, 422]}}
+    config = schemathesis.config.SchemathesisConfig.from_dict({"checks": rejections})
+    schema = schemathesis.openapi.from_url(server.url + "/openapi.json", config=config)
+    modes = [schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE]
+    cases = st.one_of(*(schema.as_strategy(mode) for mode in modes))
+
+    @settings(max_examples=150, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(case=cases)
+    def check(case):
+        skip = []  # a schema cannot say "a PNG of 28x28 pixels": such schema-valid bytes get 422
+        if case.media_type in ("image/png", "multipart/form-data"):
+            skip = [schemathesis.checks.positive_data_acceptance]
+        case.call_and_validate(base_url=server.url, excluded_checks=skip)
+
+    check()
+    assert server.process.poll() is None
