@@ -6,6 +6,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SERVE_STAMP := $(VENV)/.installed-serve
+BOOK_STAMP  := $(VENV)/.installed-book
+# The book shows the committed outputs and executes nothing: Jupyter Book is all it needs (no
+# torch). The same requirement is in pyproject.toml's dev extra (a test keeps them equal).
+BOOK_REQUIREMENT := jupyter-book>=1.0,<2
 NBTEST := _build/nbtest
 NOTEBOOKS := $(sort $(wildcard notebooks/*.ipynb))
 
@@ -18,9 +22,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
-book: $(STAMP)
+book: $(BOOK_STAMP)
 	$(BIN)/jupyter-book build . -W --keep-going
 	@echo "Open _build/html/index.html"
+
+$(BOOK_STAMP):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check '$(BOOK_REQUIREMENT)'
+	touch $(BOOK_STAMP)
 
 test: unit notebooks book
 

@@ -77,6 +77,15 @@ def test_readme_results_table_matches_the_notebooks():
     assert table == results.results_table(NOTEBOOKS), "run `make results`"
 
 
+def test_make_book_installs_only_the_book_requirement_of_pyproject():
+    makefile = (ROOT / "Makefile").read_text()
+    line = next(x for x in makefile.splitlines() if x.startswith("BOOK_REQUIREMENT"))
+    requirement = line.split(":=", 1)[1].strip()
+    dev = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert requirement in dev["dev"]  # one requirement, in both places
+    assert "\nbook: $(BOOK_STAMP)\n" in makefile and "install --quiet" in makefile
+
+
 def test_readme_and_ci_use_the_same_two_commands():
     readme = (ROOT / "README.md").read_text()
     assert "make book" in readme and "make test" in readme
