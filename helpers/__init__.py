@@ -5,7 +5,7 @@ reuse lives here, one job per module. Use them module-qualified, ``helpers.<modu
 
 =============  =====================================================================
 env            run mode (``COURSE_QUICK``), ``pick``, seeding, ``setup()``
-device         device choice (``COURSE_DEVICE``), ``describe_device``, ``sync``
+device         device choice (``COURSE_DEVICE``), ``describe_device``, ``describe_hardware``
 precision      the mixed-precision policy per device (bf16, fp16 + GradScaler, fp32)
 install        the installation check (``python -m helpers``)
 data           datasets: MNIST, Fashion-MNIST, CIFAR-10, Tiny Shakespeare
@@ -18,6 +18,8 @@ autograd       a scalar autograd engine in pure Python (chapter 01)
 models         ConvNet, the baseline CNN, the ResNet, flip TTA
 gpt            the GPT: attention, blocks, sampling, KV cache, loading
 tokenizer      text to ids and back
+positions      sinusoidal tables, rotary embeddings (RoPE), ALiBi biases
+seq2seq        the encoder-decoder transformer and chapter 04b's date translation task
 recipes        training recipes: CIFAR-10 (chapter 03) and the character GPT (chapter 04)
 finetune       fine-tuning tools: anatomy, freezing, new heads, per-layer rates, label budgets
 transfer       chapter 05's experiment: six strategies at every label budget, the sweep
@@ -60,6 +62,8 @@ MODULES = (
     "models",
     "gpt",
     "tokenizer",
+    "positions",
+    "seq2seq",
     "recipes",
     "finetune",
     "transfer",

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config
+from .positions import POSITIONS, alibi_bias, apply_rope, rope_angles
 from .tokenizer import CharTokenizer
 
 # --------------------------------------------------------------------------- model
@@ -35,8 +36,11 @@ class GPTConfig(Config):
     dropout: float = 0.0
     bias: bool = True
     gelu_approximate: str = "none"  # "tanh": GPT-2's approximation (nn.GELU's `approximate`)
+    position: str = "learned"  # or "rope", "alibi": see helpers.positions
 
     def __post_init__(self):
+        if self.position not in POSITIONS:
+            raise ValueError(f"position should be one of {POSITIONS}, got {self.position!r}.")
         if self.gelu_approximate not in ("none", "tanh"):
             raise ValueError(
                 f"gelu_approximate should be 'none' (exact GELU) or 'tanh' (GPT-2's), "
@@ -79,14 +83,23 @@ class CausalSelfAttention(nn.Module):
     """Multi-head self-attention where position t sees positions 0..t only.
 
     One linear layer computes Q, K and V together (the layout of ``nn.MultiheadAttention``'s
-    ``in_proj_weight``: rows for Q, then K, then V); ``proj`` is W_O.
+    ``in_proj_weight``: rows for Q, then K, then V); ``proj`` is W_O. ``position="rope"``
+    rotates Q and K by their positions, ``"alibi"`` adds a distance penalty to the scores;
+    ``"learned"`` does neither (the GPT adds position vectors to its input instead).
     """
 
-    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, bias: bool = True):
+    def __init__(
+        self,
+        n_embd: int,
+        n_head: int,
+        dropout: float = 0.0,
+        bias: bool = True,
+        position: str = "learned",
+    ):
         super().__init__()
         if n_embd % n_head:
             raise ValueError(f"n_embd={n_embd} must be divisible by n_head={n_head}.")
-        self.n_head, self.dropout = n_head, dropout
+        self.n_head, self.dropout, self.position = n_head, dropout, position
         self.qkv = nn.Linear(n_embd, 3 * n_embd, bias=bias)
         self.proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.resid_dropout = nn.Dropout(dropout)
@@ -96,11 +109,16 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, heads, T, head_dim): every head attends on its own slice of C
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        past = 0 if cache is None or cache.k is None else cache.k.shape[2]
+        if self.position == "rope":  # rotate before caching: a cached key keeps its angle
+            cos, sin = rope_angles(torch.arange(past, past + T, device=x.device), C // self.n_head)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             k, v = cache.extend(k, v)  # the new tokens attend to everything cached before them
-        past = k.shape[2] - T
         mask = None
-        if past and T > 1:  # new queries sit at positions past..past+T-1: a shifted triangle
+        if self.position == "alibi":  # the causal mask is part of the bias (-inf after i)
+            mask = alibi_bias(self.n_head, T, T + past, x.device).to(q.dtype)
+        elif past and T > 1:  # new queries sit at positions past..past+T-1: a shifted triangle
             mask = torch.ones(T, T + past, dtype=torch.bool, device=x.device).tril(diagonal=past)
         y = F.scaled_dot_product_attention(
             q,
@@ -109,7 +127,7 @@ class CausalSelfAttention(nn.Module):
             attn_mask=mask,
             # bool(): under torch.export T is symbolic and the comparison a SymBool, which the
             # fused kernel cannot take; bool() decides it once and records the guard T > 1
-            is_causal=bool(past == 0 and T > 1),
+            is_causal=bool(mask is None and past == 0 and T > 1),
             dropout_p=self.dropout if self.training else 0.0,
         )
         y = y.transpose(1, 2).reshape(B, T, C)  # concatenate the heads
@@ -145,10 +163,11 @@ class Block(nn.Module):
         dropout: float = 0.0,
         bias: bool = True,
         gelu_approximate: str = "none",
+        position: str = "learned",
     ):
         super().__init__()
         self.ln_1 = nn.LayerNorm(n_embd, bias=bias)
-        self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout, bias, position)
         self.ln_2 = nn.LayerNorm(n_embd, bias=bias)
         self.mlp = MLP(n_embd, dropout, bias, gelu_approximate)
 
@@ -158,7 +177,10 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """Decoder-only transformer: token + learned position embeddings, blocks, LayerNorm, head.
+    """Decoder-only transformer: token (+ learned position) embeddings, blocks, LayerNorm, head.
+
+    With ``config.position`` "rope" or "alibi" there is no position table: the attention layers
+    see positions themselves, and the model accepts sequences longer than ``block_size``.
 
     The output head shares its weight with the token embedding (tied embeddings). Weights start
     GPT-2 style: normal(0, 0.02), zero biases, and the two projections that write into the
@@ -170,11 +192,17 @@ class GPT(nn.Module):
         config = GPTConfig.from_dict(config) if isinstance(config, dict) else config
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.n_embd)
-        self.pos_emb = nn.Embedding(config.block_size, config.n_embd)
+        learned = config.position == "learned"
+        self.pos_emb = nn.Embedding(config.block_size, config.n_embd) if learned else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
             Block(
-                config.n_embd, config.n_head, config.dropout, config.bias, config.gelu_approximate
+                config.n_embd,
+                config.n_head,
+                config.dropout,
+                config.bias,
+                config.gelu_approximate,
+                config.position,
             )
             for _ in range(config.n_layer)
         )
@@ -195,13 +223,15 @@ class GPT(nn.Module):
         """The final hidden states (B, T, C): after ``ln_f``, before the vocabulary head."""
         B, T = idx.shape
         start = len(cache) if cache is not None else 0
-        if start + T > self.config.block_size:
+        if self.pos_emb is not None and start + T > self.config.block_size:
             raise ValueError(
                 f"{start + T} positions do not fit the context of {self.config.block_size}; "
                 "crop the input to its last block_size tokens (generate() does)."
             )
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
+        x = self.tok_emb(idx)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(start, start + T, device=idx.device))
+        x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, cache.layers[i] if cache is not None else None)
         return self.ln_f(x)

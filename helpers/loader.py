@@ -15,7 +15,8 @@ class TensorLoader:
     """Batches from tensors that already sit on the device: indexing, no per-sample Python.
 
     ``transform`` (optional) maps a batch of inputs to a batch of inputs, e.g. normalisation
-    and augmentation on the device.
+    and augmentation on the device. ``inputs=2`` makes the first two tensors one tuple of inputs,
+    ``((source, decoder_input), target)``, for a model called as ``model(*inputs)``.
     """
 
     def __init__(
@@ -26,6 +27,7 @@ class TensorLoader:
         drop_last: bool = False,
         transform=None,
         generator: torch.Generator | None = None,
+        inputs: int = 1,
     ):
         if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
             raise ValueError("TensorLoader needs one or more tensors of the same length.")
@@ -33,6 +35,9 @@ class TensorLoader:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
         self.tensors, self.batch_size, self.shuffle = tensors, batch_size, shuffle
         self.drop_last, self.transform, self.generator = drop_last, transform, generator
+        if not 1 <= inputs < len(tensors) and len(tensors) > 1:
+            raise ValueError(f"inputs={inputs}: leave at least one tensor for the targets.")
+        self.inputs = inputs
 
     def __len__(self) -> int:
         n = len(self.tensors[0])
@@ -50,6 +55,8 @@ class TensorLoader:
             batch = [t[index] for t in self.tensors]
             if self.transform is not None:
                 batch[0] = self.transform(batch[0])
+            if self.inputs > 1:
+                batch = [tuple(batch[: self.inputs]), *batch[self.inputs :]]
             yield tuple(batch)
 
 

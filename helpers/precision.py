@@ -7,9 +7,11 @@
   fp16's small range makes small gradients underflow to zero, so the loss is scaled up before
   ``backward`` and the gradients scaled back down before the optimizer step.
 - Apple GPUs (MPS) and CPUs: float32. bf16 autocast pays on a CPU only with native bf16
-  instructions (AVX512-BF16, AMX), and then modestly: on the course's 2-core AMD EPYC with
-  AVX512-BF16, ``benchmarks/precision.py`` measured 1.32x for chapter 02's ConvNet and 1.13x for
-  chapter 04's GPT at batch 64 (0.95x at batch 16). Pass ``precision="bf16"`` where it pays.
+  instructions (AVX512-BF16, AMX), and then modestly: ``benchmarks/precision.py`` measured
+  1.32x for chapter 02's ConvNet (batch 256) and 1.13x for chapter 04's GPT (batch 64) on a
+  2-core AMD EPYC with AVX512-BF16 (the README's benchmark table: November 2026, PyTorch
+  2.15.0); chapter 04 times its GPT at batch 16 on the machine that runs it. Pass
+  ``precision="bf16"`` where it pays.
 
 ``choose(device)`` applies the rule; ``fit``, ``evaluate``, ``predict`` and every chapter use it.
 :func:`drift_tolerance` says how far two AdamW runs of the same training may drift apart by
@@ -23,6 +25,8 @@ import math
 from dataclasses import dataclass
 
 import torch
+
+from .device import bf16_native
 
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -62,7 +66,7 @@ class Precision:
 def _default(device: torch.device) -> tuple[str, str]:
     if device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(device)
-        if (major, minor) >= (8, 0):
+        if bf16_native((major, minor)):
             return "bf16", f"native bf16, compute capability {major}.{minor}"
         return "fp16", f"compute capability {major}.{minor} has no native bf16"
     if device.type == "mps":

@@ -58,6 +58,7 @@ class CifarRecipe(Config):
     flip: str = "alternate"  # "random" (a coin per image and epoch) or "alternate" (airbench)
     tta: str = "translate"  # test-time augmentation: "none", "flip" or "translate" (flip + shifts)
     channels_last: bool = True
+    freeze_bn_scales: bool = False  # BatchNorm scales fixed at 1, only biases train (airbench94)
 
     def __post_init__(self):
         if self.model not in ("resnet", "baseline"):
@@ -169,6 +170,10 @@ def cifar_model(
     model = ResNet(recipe.widths, num_classes, residual=recipe.residual, batchnorm=recipe.batchnorm)
     if recipe.identity_init:
         identity_init(model)
+    if recipe.freeze_bn_scales:  # make_optimizer collects only parameters that require gradients
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d) and m.affine:
+                m.weight.requires_grad_(False)
     if recipe.whiten:
         if train_images is None:
             raise ValueError(

@@ -30,8 +30,10 @@ def _format(value) -> str:
 
 def make_record(chapter: str, metrics: dict, device) -> dict:
     """The JSON a results cell embeds: ``{"chapter", "mode", "device", "metrics"}``."""
-    if not re.fullmatch(r"\d\d", str(chapter)):
-        raise ValueError(f"chapter should be two digits such as '02', got {chapter!r}.")
+    if not re.fullmatch(r"\d\d[a-z]?", str(chapter)):
+        raise ValueError(
+            f"chapter should be two digits such as '02' (a second part: '04b'), got {chapter!r}."
+        )
     if not metrics:
         raise ValueError("report() needs at least one metric.")
     clean = {}

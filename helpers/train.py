@@ -38,6 +38,18 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, **kwargs) -> torc
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), **kwargs)
 
 
+def to_device(x, device):
+    """A batch's inputs on ``device``: one tensor, or a tuple of tensors (a model with several)."""
+    if isinstance(x, (tuple, list)):
+        return tuple(t.to(device, non_blocking=True) for t in x)
+    return x.to(device, non_blocking=True)
+
+
+def forward(model, x):
+    """``model(x)``, or ``model(*x)`` when the inputs are a tuple (source and target, ...)."""
+    return model(*x) if isinstance(x, tuple) else model(x)
+
+
 def _device_of(model: torch.nn.Module, device) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -65,9 +77,9 @@ def evaluate(
     model.eval()
     loss_sums, correct, count = [], [], 0
     for x, y in islice(loader, max_batches):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = to_device(x, device), y.to(device, non_blocking=True)
         with policy.autocast():
-            out = model(x)
+            out = forward(model, x)
         loss_sums.append(loss_fn(out.float(), y) * y.numel())
         correct.append((out.argmax(-1) == y).sum())
         count += y.numel()
@@ -90,7 +102,7 @@ def predict(
     outputs, targets = [], []
     for x, y in loader:
         with policy.autocast():
-            out = model(x.to(device, non_blocking=True))
+            out = forward(model, to_device(x, device))
         outputs.append(out.float().cpu())
         targets.append(y.cpu())
     model.train(was_training)
@@ -136,7 +148,7 @@ def train_step(
 ) -> torch.Tensor:
     """One optimiser step on a batch; returns the (detached) loss. fp16 goes through the scaler."""
     with policy.autocast():
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(forward(model, x), y)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if grad_clip is not None:
@@ -160,6 +172,32 @@ def _record(
     if metrics is not None:
         history["val_loss"].append(metrics["loss"])
         history["val_accuracy"].append(metrics["accuracy"])
+
+
+class TensorBoardLog:
+    """The rows of a ``fit`` history as TensorBoard scalars: loss/train, loss/validation, ..."""
+
+    NAMES = {
+        "train_loss": "loss/train",
+        "val_loss": "loss/validation",
+        "val_accuracy": "accuracy/validation",
+        "lr": "learning_rate",
+    }
+
+    def __init__(self, log_dir):
+        from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def write(self, history) -> None:
+        """Log the last row of ``history`` at its step."""
+        step = history["step"][-1]
+        for key, tag in self.NAMES.items():
+            if history.get(key):
+                self.writer.add_scalar(tag, history[key][-1], step)
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 def _copy_state(model) -> dict:
@@ -205,6 +243,7 @@ def fit(
     eval_batches: int | None = None,
     keep_best: bool = False,
     progress: bool | None = None,
+    log_dir=None,
 ) -> dict:
     """Train ``model`` and return its history.
 
@@ -223,6 +262,10 @@ def fit(
     ``keep_best=True`` (needs ``val_loader``) loads back, at the end, the weights of the evaluation
     with the lowest ``val_loss`` (its step is ``history["best_step"]``): best-checkpoint selection,
     so ``val_loader`` must not be the split the final result is reported on.
+
+    A batch is ``(inputs, targets)``; ``inputs`` may be a tuple, passed as ``model(*inputs)``.
+    ``log_dir`` (a folder) also writes every history row to TensorBoard: ``tensorboard --logdir``
+    on that folder's parent shows the curves of every run in it side by side.
     """
     if keep_best and val_loader is None:
         raise ValueError("keep_best=True selects weights by validation loss: pass val_loader.")
@@ -241,13 +284,14 @@ def fit(
         max_batches=eval_batches,
     )
     history, losses, seconds, best = defaultdict(list), [], 0.0, None
+    board = TensorBoardLog(log_dir) if log_dir is not None else None
     bar = progress_bar(
         total=steps, desc="training", **({} if progress is None else {"disable": not progress})
     )
     model.train()
     start = time.perf_counter()
     for step, (x, y) in enumerate(batch_stream(train_loader, steps), start=1):
-        losses.append(step_fn(x.to(device, non_blocking=True), y.to(device, non_blocking=True)))
+        losses.append(step_fn(to_device(x, device), y.to(device, non_blocking=True)))
         if scheduler is not None:
             scheduler.step()
         bar.update(1)
@@ -257,12 +301,16 @@ def fit(
             epoch = step / steps_per_epoch if steps_per_epoch else None
             lr = optimizer.param_groups[0]["lr"]
             _record(history, step, epoch, losses, lr, seconds, measure() if measure else None)
+            if board is not None:
+                board.write(history)
             if keep_best and (best is None or history["val_loss"][-1] < best[0]):
                 best = history["val_loss"][-1], step, _copy_state(model)
             bar.set_postfix({k: f"{v[-1]:.4f}" for k, v in history.items() if k.endswith("_loss")})
             losses = []
             start = time.perf_counter()
     bar.close()
+    if board is not None:
+        board.close()
     if best is not None:
         model.load_state_dict(best[2])
         history["best_step"] = best[1]

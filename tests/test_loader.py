@@ -38,3 +38,13 @@ def test_split_windows_cover_the_text_once():
     x, y = loader.split_windows(data, 8)
     assert x.shape == (6, 8) and torch.equal(x.flatten(), data[:48]) and torch.equal(y, x + 1)
     assert torch.equal(loader.split_windows(data, 8, every=2)[0], x[::2])
+
+
+def test_tensor_loader_groups_several_inputs():
+    a, b, c = torch.arange(6), torch.arange(6) * 10, torch.arange(6) * 100
+    (inputs, target), *_ = loader.TensorLoader(a, b, c, batch_size=4, inputs=2)
+    assert (
+        isinstance(inputs, tuple) and torch.equal(inputs[1], b[:4]) and torch.equal(target, c[:4])
+    )
+    with pytest.raises(ValueError, match="leave at least one tensor for the targets"):
+        loader.TensorLoader(a, b, batch_size=2, inputs=2)

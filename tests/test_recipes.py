@@ -214,3 +214,14 @@ def test_cifar_tta_modes_and_evaluation():
         model, images, labels, mean=[0.5] * 3, std=[0.25] * 3, tta="translate"
     )
     assert 0 <= accuracy <= 1
+
+
+def test_frozen_batchnorm_scales_stay_at_one_and_leave_the_optimizer():
+    recipe = recipes.CifarRecipe(widths=(8, 16, 16), whiten=False, freeze_bn_scales=True)
+    model = recipes.cifar_model(recipe)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(not m.weight.requires_grad and m.bias.requires_grad for m in norms)
+    optimizer, _ = recipe.replace(bias_lr_scale=64.0).make_optimizer(model, total_steps=10)
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert not in_optimizer & {id(m.weight) for m in norms}
+    assert {id(m.bias) for m in norms} <= in_optimizer

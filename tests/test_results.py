@@ -21,6 +21,7 @@ def test_record_shape_and_validation(monkeypatch):
         results.make_record("02", {"Test Accuracy": 0.9}, "cpu")
     with pytest.raises(ValueError, match="two digits"):
         results.make_record("2", {"a": 1}, "cpu")
+    assert results.make_record("04b", {"a": 1}, "cpu")["chapter"] == "04b"  # a second part
     with pytest.raises(ValueError, match="number"):
         results.make_record("02", {"a": "high"}, "cpu")
 

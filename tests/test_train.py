@@ -202,3 +202,34 @@ def test_no_float64_anywhere_in_fit_evaluate_and_predict():
     assert history["val_accuracy"][-1] > 0.9
     with pytest.raises(AssertionError, match="float64"), NoFloat64():  # the guard does catch it
         torch.zeros(3, dtype=torch.float64)
+
+
+def test_fit_passes_tuple_inputs_and_logs_to_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    class TwoInputs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = _model()
+
+        def forward(self, x, shift):
+            return self.net(x + shift)
+
+    x, y = _problem()
+    shift = torch.zeros_like(x)
+    train_loader = TensorLoader(x[:384], shift[:384], y[:384], batch_size=32, inputs=2)
+    val = TensorLoader(x[384:], shift[384:], y[384:], batch_size=64, inputs=2)
+    model = TwoInputs()
+    optimizer = torch.optim.Adam(model.parameters(), 0.01)
+    history = helpers.train.fit(
+        model, train_loader, optimizer, epochs=2, val_loader=val, log_dir=tmp_path / "run"
+    )
+    events = EventAccumulator(str(tmp_path / "run")).Reload()
+    logged = [(e.step, e.value) for e in events.Scalars("loss/validation")]
+    assert [s for s, _ in logged] == history["step"]
+    assert all(math.isclose(v, h, rel_tol=1e-6) for (_, v), h in zip(logged, history["val_loss"]))
+    assert {"loss/train", "accuracy/validation", "learning_rate"} <= set(events.Tags()["scalars"])
+    evaluated = helpers.train.evaluate(model, val)
+    assert math.isclose(evaluated["loss"], history["val_loss"][-1], rel_tol=1e-5)
+    outputs, targets = helpers.train.predict(model, val)
+    assert outputs.shape == (128, 3) and torch.equal(targets, y[384:])
