@@ -30,6 +30,9 @@ adapt          continued pre-training on one speaker: splits, keep-best training
 classify       a GPT as a classifier: padding, last-token head, window tasks, strategies
 instruct       instruction tuning: three exact-answer instructions, the end token, the masked loss
 gpt2           GPT-2 weights (safetensors) in the course's GPT, GPT-2's BPE tokenizer
+bpe            byte-level BPE from scratch: train, encode, decode, GPT-2's file format
+llama          the modern block (RMSNorm, RoPE, SwiGLU, GQA, QK-norm), Llama/Qwen3 weights
+dpo            preference tuning: sequence log-probabilities, the DPO loss, preference pairs
 deploy         serving prep (ch. 08): torch.export, ONNX Runtime, int8 weights, latency
 config         dataclass configs that reject unknown keys
 summary        a per-layer table of a model, parameter counts
@@ -74,6 +77,9 @@ MODULES = (
     "adapt",
     "instruct",
     "gpt2",
+    "bpe",
+    "llama",
+    "dpo",
     "config",
     "deploy",
     "summary",

@@ -89,9 +89,10 @@ def add_end_token(model: nn.Module, tokenizer: CharTokenizer) -> CharTokenizer:
     return CharTokenizer(tokenizer.chars + END)
 
 
-def masked_batch(pairs, tokenizer, block_size: int, pad: int = 0):
+def masked_batch(pairs, tokenizer, block_size: int, pad: int = 0, end: bool = True):
     """``(x, y)`` long tensors (N, block_size): prompt + response + END, targets only on the
-    response and END.
+    response and END (``end=False``: the responses are taken as they are, no END appended; a
+    response may then end with END itself, or not end at all).
 
     ``x`` is the sequence without its last token (padded with ``pad``, a real token id that no
     target ever sees), ``y`` the next token at each position, :data:`IGNORE` where that token
@@ -100,7 +101,7 @@ def masked_batch(pairs, tokenizer, block_size: int, pad: int = 0):
     x = torch.full((len(pairs), block_size), pad, dtype=torch.long)
     y = torch.full((len(pairs), block_size), IGNORE, dtype=torch.long)
     for i, (prompt, response, *_) in enumerate(pairs):
-        p, r = tokenizer.encode(prompt), tokenizer.encode(response + END)
+        p, r = tokenizer.encode(prompt), tokenizer.encode(response + END if end else response)
         if len(p) + len(r) > block_size + 1:
             raise ValueError(
                 f"pair {i} needs {len(p) + len(r)} tokens, more than block_size + 1 = "
