@@ -22,9 +22,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# Two books from the same notebooks: English at _build/html, Chinese at _build/html/zh (the
+# notebooks with their markdown cells translated by translations/zh/, see book/translate.py).
 book: $(BOOK_STAMP)
 	$(BIN)/jupyter-book build . -W --keep-going
-	@echo "Open _build/html/index.html"
+	$(BIN)/python book/translate.py build _build/zh_source
+	$(BIN)/jupyter-book build _build/zh_source -W --keep-going
+	rm -rf _build/html/zh && cp -r _build/zh_source/_build/html _build/html/zh
+	@echo "Open _build/html/index.html (English) or _build/html/zh/index.html (中文)"
 
 $(BOOK_STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -82,7 +87,7 @@ execute: $(STAMP)
 	$(MAKE) results
 
 results: $(STAMP)
-	$(BIN)/python -m helpers results README.md
+	$(BIN)/python -m helpers results README.md README.zh-CN.md
 
 clean:
 	rm -rf _build

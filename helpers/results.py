@@ -126,11 +126,12 @@ def update_readme(readme: Path, notebooks: list[Path]) -> bool:
 
 
 def main(argv: list[str]) -> int:
-    readme = Path(argv[0]) if argv else Path("README.md")
-    notebooks = sorted((readme.parent / "notebooks").glob("*.ipynb"))
-    changed = update_readme(readme, notebooks)
-    print(
-        f"{readme}: results table {'updated' if changed else 'already up to date'} "
-        f"from {len(notebooks)} notebooks"
-    )
+    """``python -m helpers results [README ...]``: update each README's results table."""
+    for readme in map(Path, argv or ["README.md"]):
+        notebooks = sorted((readme.parent / "notebooks").glob("*.ipynb"))
+        changed = update_readme(readme, notebooks)
+        print(
+            f"{readme}: results table {'updated' if changed else 'already up to date'} "
+            f"from {len(notebooks)} notebooks"
+        )
     return 0
