@@ -82,6 +82,27 @@ def untranslated(text: str) -> list[str]:
     return found
 
 
+def join_lines(text: str) -> str:
+    """Join a paragraph's lines where Chinese meets Chinese: a line break there would show as a
+    space in the page (CJK text has no spaces between words). Code blocks are left alone."""
+    out, fenced = [], False
+    for line in text.split("\n"):
+        previous = out[-1] if out else ""
+        joinable = (
+            not fenced
+            and not previous.lstrip().startswith("#")  # a heading is a line of its own
+            and CJK.search(previous[-1:] or " ")
+            and CJK.search(line.lstrip()[:1] or " ")
+        )
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        if joinable:
+            out[-1] = previous + line.lstrip()
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
 def problems(expected: dict | None = None) -> list[str]:
     """Every missing, stale, untranslated or orphaned block, one line each (``expected``: the
     files and blocks to check, :func:`sources` by default)."""
@@ -125,7 +146,7 @@ def translated_notebook(path: Path) -> dict:
     out = copy.deepcopy(notebook)
     for cell in out["cells"]:
         if cell["cell_type"] == "markdown":
-            cell["source"] = blocks[cell["id"]][1].splitlines(keepends=True)
+            cell["source"] = join_lines(blocks[cell["id"]][1]).splitlines(keepends=True)
     return out
 
 
@@ -141,7 +162,7 @@ def build(dest: Path) -> None:
     (dest / "notebooks").mkdir()
     for page in PAGES:
         text = read_blocks(ZH / "book" / f"{page}.md")["page"][1]
-        (dest / "book" / f"{page}.md").write_text(text + "\n", encoding="utf-8")
+        (dest / "book" / f"{page}.md").write_text(join_lines(text) + "\n", encoding="utf-8")
     for path in notebooks():
         target = dest / "notebooks" / path.name
         target.write_text(

@@ -56,3 +56,10 @@ def test_chinese_readme_results_table_matches_the_notebooks():
     readme = (ROOT / "README.zh-CN.md").read_text(encoding="utf-8")
     table = readme.split(results.START)[1].split(results.END)[0].strip()
     assert table == results.results_table(NOTEBOOKS), "run `make results`"
+
+
+def test_chinese_lines_are_joined_where_a_break_would_show_as_a_space():
+    text = "## 标题\n第一行，\n第二行。\n- 列表\n- 项目\n```\n代码，\n不变\n```\nEnglish\n中文"
+    assert translate.join_lines(text) == (
+        "## 标题\n第一行，第二行。\n- 列表\n- 项目\n```\n代码，\n不变\n```\nEnglish\n中文"
+    )
