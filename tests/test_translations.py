@@ -63,3 +63,24 @@ def test_chinese_lines_are_joined_where_a_break_would_show_as_a_space():
     assert translate.join_lines(text) == (
         "## 标题\n第一行，第二行。\n- 列表\n- 项目\n```\n代码，\n不变\n```\nEnglish\n中文"
     )
+
+
+def test_the_chinese_book_is_configured_as_chinese_and_links_back(tmp_path):
+    assert "language.js" in (ROOT / "_config.yml").read_text()  # the switch on every page
+    script = (ROOT / "_static" / "language.js").read_text()
+    assert '"zh/"' in script and '"../"' in script
+    translate.build(tmp_path / "zh")
+    config = (tmp_path / "zh" / "_config.yml").read_text(encoding="utf-8")
+    assert "language: zh_CN" in config and 'title: "从零开始大模型开发与微调' in config
+    assert (tmp_path / "zh" / "_toc.yml").read_text() == (ROOT / "_toc.yml").read_text()
+    pages = sorted(p.name for p in (tmp_path / "zh" / "book").glob("*.md"))
+    assert pages == sorted(f"{page}.md" for page in translate.PAGES)
+
+
+def test_every_book_page_of_the_toc_is_translated():
+    import yaml
+
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]] + [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    pages = {f.removeprefix("book/") for f in files if f.startswith("book/")}
+    assert pages == set(translate.PAGES)
