@@ -72,12 +72,13 @@ def sample_replies(model, prompts, tokenizer, samples: int = 4, temperature: flo
     device = next(model.parameters()).device
     end = tokenizer.encode(END)[0]
     generator = torch.Generator(device=device).manual_seed(seed)
+    encoded = [tokenizer.encode(prompt) for prompt in prompts]
     groups = defaultdict(list)
-    for i, prompt in enumerate(prompts):
-        groups[len(tokenizer.encode(prompt))].append(i)
+    for i, ids in enumerate(encoded):
+        groups[len(ids)].append(i)
     replies = [[] for _ in prompts]
     for length, members in sorted(groups.items()):
-        ids = torch.tensor([tokenizer.encode(prompts[i]) for i in members], device=device)
+        ids = torch.tensor([encoded[i] for i in members], device=device)
         ids = ids.repeat_interleave(samples, dim=0)
         budget = model.config.block_size - length
         out = model.generate(ids, budget, temperature=temperature, generator=generator)

@@ -43,7 +43,7 @@ from torch import nn
 
 from .config import Config
 from .gpt import GPT, KVCache, LayerCache
-from .positions import apply_rope
+from .positions import apply_rope, rope_rotation
 
 NORMS, MLPS, POSITIONS = ("rms", "layer"), ("swiglu", "gelu"), ("rope", "learned")
 LLAMA3_KEYS = ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
@@ -189,10 +189,7 @@ def rope_cos_sin(config: LlamaConfig, positions: torch.Tensor) -> tuple[torch.Te
 
     Without scaling these are :func:`helpers.positions.rope_angles` (up to rounding).
     """
-    inv_freq = rope_frequencies(config, positions.device)
-    angles = positions.float().unsqueeze(1) * inv_freq  # (T, head_dim / 2)
-    angles = torch.cat([angles, angles], dim=1)  # the same angle for i and i + head_dim / 2
-    return angles.cos(), angles.sin()
+    return rope_rotation(positions, rope_frequencies(config, positions.device))
 
 
 # --------------------------------------------------------------------------- the pieces
@@ -355,9 +352,7 @@ class Llama(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         init_llama_weights(self)
 
-    def num_parameters(self) -> int:
-        """Parameters counted once (a tied matrix is one tensor)."""
-        return sum(p.numel() for p in self.parameters())
+    num_parameters = GPT.num_parameters  # parameters counted once (a tied matrix is one tensor)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Logits (B, T, vocab) for ids (B, T)."""

@@ -1,7 +1,8 @@
 """Position information for attention: sinusoidal tables, rotary embeddings, ALiBi biases.
 
 - :func:`sinusoidal` is the fixed table of the original transformer, added to the token vectors.
-- :func:`rope_angles` and :func:`apply_rope` rotate queries and keys by an angle proportional to
+- :func:`rope_angles` (through :func:`rope_rotation`, which takes any frequencies) and
+  :func:`apply_rope` rotate queries and keys by an angle proportional to
   their position (RoPE, Su et al. 2021), so that ``q_m · k_n`` depends on ``m - n`` only. The
   layout is the "rotate half" one of Llama and Hugging Face: dimension ``i`` pairs with ``i + d/2``.
 - :func:`alibi_slopes` and :func:`alibi_bias` add ``-slope * distance`` to the attention scores
@@ -49,6 +50,13 @@ def rope_angles(
             f"RoPE rotates pairs of dimensions: head_dim must be even, got {head_dim}."
         )
     inv_freq = base ** (-torch.arange(0, head_dim, 2, device=positions.device) / head_dim)
+    return rope_rotation(positions, inv_freq)
+
+
+def rope_rotation(positions: torch.Tensor, inv_freq: torch.Tensor):
+    """cos and sin (T, 2 * len(inv_freq)): position times each pair's frequency, in float32,
+    the same angle for dimensions i and i + head_dim/2 (a model may choose its frequencies:
+    :func:`helpers.llama.rope_frequencies`)."""
     angles = positions.float().unsqueeze(1) * inv_freq  # (T, head_dim / 2)
     angles = torch.cat([angles, angles], dim=1)  # the same angle for i and i + head_dim / 2
     return angles.cos(), angles.sin()
